@@ -1,0 +1,61 @@
+package sinks
+
+import (
+	"fmt"
+	"sort"
+)
+
+// Factory builds a sink named name from its type-specific options: the keys
+// of the sink's config block other than the common ones (type, concurrency,
+// retry), after ${VAR} expansion. Unknown keys, missing or invalid values are
+// errors; to report several problems at once, join them with errors.Join.
+// Each problem's text starts with the option's key ("webhook_url: required")
+// so the relay can prefix it with the sink's config path. Errors never
+// contain secret values.
+type Factory func(name string, options map[string]any) (Sink, error)
+
+// Type describes one kind of sink.
+type Type struct {
+	// New builds a sink of this type.
+	New Factory
+	// Concurrency is the default number of deliveries in flight for a sink
+	// of this type when its config does not say (0: the relay's default).
+	Concurrency int
+}
+
+// Registry maps a config "type" to its constructor. The zero value is empty
+// and ready to use; it is not safe for concurrent registration.
+type Registry struct {
+	types map[string]Type
+}
+
+// Register adds a sink type. It panics if name is empty or already taken:
+// registration is wiring done once at start-up, and a clash is a bug.
+func (r *Registry) Register(name string, t Type) {
+	if name == "" || t.New == nil {
+		panic("sinks: Register needs a name and a constructor")
+	}
+	if _, dup := r.types[name]; dup {
+		panic(fmt.Sprintf("sinks: type %q registered twice", name))
+	}
+	if r.types == nil {
+		r.types = make(map[string]Type)
+	}
+	r.types[name] = t
+}
+
+// Lookup returns the sink type registered under name.
+func (r *Registry) Lookup(name string) (Type, bool) {
+	t, ok := r.types[name]
+	return t, ok
+}
+
+// Names lists the registered types, sorted.
+func (r *Registry) Names() []string {
+	names := make([]string, 0, len(r.types))
+	for n := range r.types {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	return names
+}
