@@ -1,0 +1,220 @@
+package main
+
+import (
+	"bufio"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// Tests in this file run the real binaries, built once per test run.
+
+var (
+	buildOnce sync.Once
+	binDir    string
+	buildErr  error
+)
+
+// binary returns the path of a freshly built command of this module
+// ("relay" or "relay-load").
+func binary(t *testing.T, name string) string {
+	t.Helper()
+	buildOnce.Do(func() {
+		binDir, buildErr = os.MkdirTemp("", "relay-bin-")
+		if buildErr != nil {
+			return
+		}
+		for _, pkg := range []string{"./cmd/relay", "./cmd/relay-load"} {
+			cmd := exec.Command("go", "build", "-o", binDir+"/", pkg)
+			cmd.Dir = "../.."
+			if out, err := cmd.CombinedOutput(); err != nil {
+				buildErr = fmt.Errorf("go build %s: %v\n%s", pkg, err, out)
+				return
+			}
+		}
+	})
+	if buildErr != nil {
+		t.Fatal(buildErr)
+	}
+	return filepath.Join(binDir, name)
+}
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if binDir != "" {
+		os.RemoveAll(binDir)
+	}
+	os.Exit(code)
+}
+
+// relayProcess is a running `relay serve`.
+type relayProcess struct {
+	t      *testing.T
+	cmd    *exec.Cmd
+	ingest string // host:port
+	admin  string
+	done   chan error
+	logs   *lockedBuffer
+}
+
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// startRelay runs `relay serve -c config` in dir with env added to the
+// environment, with both listeners on free loopback ports, and waits for its
+// "relay started" log line to learn them.
+func startRelay(t *testing.T, dir, config string, env ...string) *relayProcess {
+	t.Helper()
+	cmd := exec.Command(binary(t, "relay"), "serve", "-c", config, "--log-level", "info")
+	cmd.Dir = dir
+	cmd.Env = append(os.Environ(),
+		"RELAY_SERVER__LISTEN=127.0.0.1:0",
+		"RELAY_SERVER__ADMIN_LISTEN=127.0.0.1:0",
+	)
+	cmd.Env = append(cmd.Env, env...)
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &relayProcess{t: t, cmd: cmd, done: make(chan error, 1), logs: &lockedBuffer{}}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	started := make(chan map[string]any, 1)
+	go func() {
+		sc := bufio.NewScanner(stderr)
+		sc.Buffer(make([]byte, 1<<20), 1<<20)
+		for sc.Scan() {
+			line := sc.Text()
+			fmt.Fprintln(p.logs, line)
+			var rec map[string]any
+			if json.Unmarshal([]byte(line), &rec) == nil && rec["msg"] == "relay started" {
+				started <- rec
+			}
+		}
+		_, _ = io.Copy(io.Discard, stderr)
+	}()
+	go func() { p.done <- cmd.Wait() }()
+	t.Cleanup(func() {
+		if cmd.ProcessState == nil {
+			_ = cmd.Process.Kill()
+			<-p.done
+		}
+	})
+	select {
+	case rec := <-started:
+		p.ingest, _ = rec["ingest"].(string)
+		p.admin, _ = rec["admin"].(string)
+	case err := <-p.done:
+		t.Fatalf("relay exited before starting: %v\n%s", err, p.logs)
+	case <-time.After(60 * time.Second):
+		t.Fatalf("relay did not start within 60s\n%s", p.logs)
+	}
+	return p
+}
+
+// stop sends sig and returns the exit code, failing after timeout.
+func (p *relayProcess) stop(sig syscall.Signal, timeout time.Duration) int {
+	p.t.Helper()
+	if err := p.cmd.Process.Signal(sig); err != nil {
+		p.t.Fatal(err)
+	}
+	select {
+	case <-p.done:
+		return p.cmd.ProcessState.ExitCode()
+	case <-time.After(timeout):
+		p.t.Fatalf("relay did not exit within %s of %v\n%s", timeout, sig, p.logs)
+		return -1
+	}
+}
+
+// kill sends SIGKILL and waits for the process to be gone.
+func (p *relayProcess) kill() {
+	p.t.Helper()
+	_ = p.cmd.Process.Kill()
+	<-p.done
+}
+
+// waitFor polls cond until it holds, failing after timeout.
+func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %s waiting for %s", timeout, what)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// TestServeSendSIGTERM runs the quick-start config as a newcomer would: serve,
+// send a sample with `relay send`, see it archived, stop with SIGTERM.
+func TestServeSendSIGTERM(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and runs the binary")
+	}
+	dir := t.TempDir()
+	config, _ := filepath.Abs("../../configs/relay.yaml")
+	event, _ := filepath.Abs("../../configs/examples/events/transcript.failed.zoom_captions_failure.json")
+	p := startRelay(t, dir, config, "RECALL_WEBHOOK_SECRET=")
+
+	out, err := exec.Command(binary(t, "relay"), "send",
+		"--url", "http://"+p.ingest+"/webhooks/recall",
+		"--secret", "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", event).CombinedOutput()
+	if err != nil {
+		t.Fatalf("relay send: %v\n%s", err, out)
+	}
+	if !strings.Contains(string(out), ": 200 ") || !strings.Contains(string(out), `"status":"accepted"`) {
+		t.Fatalf("relay send: got %q, want a 200 accepted line", out)
+	}
+
+	archive := filepath.Join(dir, "data", "events.jsonl")
+	failures := filepath.Join(dir, "data", "failures.jsonl")
+	waitFor(t, 20*time.Second, "the event in both files", func() bool {
+		a, _ := os.ReadFile(archive)
+		f, _ := os.ReadFile(failures)
+		return strings.Contains(string(a), "zoom_captions_failure") && strings.Contains(string(f), "zoom_captions_failure")
+	})
+
+	if code := p.stop(syscall.SIGTERM, 30*time.Second); code != 0 {
+		t.Fatalf("exit code after SIGTERM: got %d, want 0\n%s", code, p.logs)
+	}
+	if !strings.Contains(p.logs.String(), `"msg":"relay stopped"`) {
+		t.Errorf("no clean-stop log line:\n%s", p.logs)
+	}
+
+	// A wrong secret gets a non-2xx answer and exit 1 from relay send.
+	p = startRelay(t, dir, config)
+	cmd := exec.Command(binary(t, "relay"), "send",
+		"--url", "http://"+p.ingest+"/webhooks/recall",
+		"--secret", "whsec_plJ3nmyCDGBKInavdOK15jsl", event)
+	out, _ = cmd.CombinedOutput()
+	if cmd.ProcessState.ExitCode() != 1 || !strings.Contains(string(out), ": 401 ") {
+		t.Errorf("send with a wrong secret: exit %d, output %q; want exit 1 and a 401", cmd.ProcessState.ExitCode(), out)
+	}
+	if code := p.stop(syscall.SIGINT, 30*time.Second); code != 0 {
+		t.Fatalf("exit code after SIGINT: got %d, want 0", code)
+	}
+}

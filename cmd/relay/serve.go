@@ -1,0 +1,127 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/knadh/koanf/providers/file"
+	"github.com/spf13/cobra"
+
+	"github.com/relay-dev/relay/relay"
+)
+
+func serveCommand() *cobra.Command {
+	var (
+		configPath string
+		watch      bool
+		logFormat  string
+		logLevel   string
+	)
+	cmd := &cobra.Command{
+		Use:   "serve",
+		Short: "Run the relay",
+		Args:  noArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			log, err := newLogger(cmd.ErrOrStderr(), logFormat, logLevel)
+			if err != nil {
+				return err
+			}
+			if configPath == "" {
+				configPath = defaultConfigPath()
+			}
+			reg := registry()
+			cfg, err := relay.LoadConfig(configPath, relay.LoadOptions{Registry: reg})
+			if err != nil {
+				printProblems(cmd.ErrOrStderr(), err)
+				return errFailed
+			}
+			srv := relay.New(cfg, relay.Options{Logger: log, Registry: reg, ConfigPath: configPath})
+
+			// Only main handles signals: SIGTERM/SIGINT stop, SIGHUP reloads.
+			ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGTERM, syscall.SIGINT)
+			defer stop()
+			hup := make(chan os.Signal, 1)
+			signal.Notify(hup, syscall.SIGHUP)
+			defer signal.Stop(hup)
+
+			startCtx, cancel := context.WithTimeout(ctx, time.Minute)
+			err = srv.Start(startCtx)
+			cancel()
+			if err != nil {
+				log.Error("cannot start", "err", err)
+				return errFailed
+			}
+			if watch {
+				f := file.Provider(configPath)
+				err := f.Watch(func(_ any, err error) {
+					if err != nil {
+						log.Error("config watch", "err", err)
+						return
+					}
+					log.Info("config file changed; reloading", "path", configPath)
+					_ = srv.Reload(context.Background())
+				})
+				if err != nil {
+					log.Error("cannot watch the config file", "path", configPath, "err", err)
+				} else {
+					defer func() { _ = f.Unwatch() }()
+				}
+			}
+			for {
+				select {
+				case <-hup:
+					log.Info("SIGHUP: reloading config", "path", configPath)
+					_ = srv.Reload(context.Background())
+					continue
+				case err := <-srv.Err():
+					log.Error("listener failed; shutting down", "err", err)
+					_ = srv.Stop(context.Background())
+					return errFailed
+				case <-ctx.Done():
+				}
+				break
+			}
+			stop()
+			log.Info("shutting down", "grace", cfg.Server.ShutdownGrace)
+			stopCtx, cancel := context.WithTimeout(context.Background(), cfg.Server.ShutdownGrace+10*time.Second)
+			defer cancel()
+			if err := srv.Stop(stopCtx); err != nil {
+				log.Error("shutdown", "err", err)
+				return errFailed
+			}
+			return nil
+		},
+	}
+	cmd.Flags().StringVarP(&configPath, "config", "c", "", "config file (default: relay.yaml, else configs/relay.yaml)")
+	cmd.Flags().BoolVar(&watch, "watch", false, "reload when the config file changes")
+	cmd.Flags().StringVar(&logFormat, "log-format", "json", "log format: json or text")
+	cmd.Flags().StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn or error")
+	return cmd
+}
+
+func checkCommand() *cobra.Command {
+	var configPath string
+	cmd := &cobra.Command{
+		Use:   "check",
+		Short: "Validate the config: every rule compiled, every sink built",
+		Args:  noArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if configPath == "" {
+				configPath = defaultConfigPath()
+			}
+			cfg, err := relay.LoadConfig(configPath, relay.LoadOptions{Registry: registry()})
+			if err != nil {
+				printProblems(cmd.OutOrStdout(), err)
+				return errFailed
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "%s: ok (%d sources, %d sinks, %d rules)\n", configPath, len(cfg.Sources), len(cfg.Sinks), len(cfg.Rules))
+			return nil
+		},
+	}
+	cmd.Flags().StringVarP(&configPath, "config", "c", "", "config file (default: relay.yaml, else configs/relay.yaml)")
+	return cmd
+}

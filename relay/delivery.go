@@ -1,0 +1,361 @@
+package relay
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/relay-dev/relay/rules"
+	"github.com/relay-dev/relay/sinks"
+)
+
+// reasonSinkRemoved is the dead-letter reason for deliveries queued for a
+// sink that a reload (or a restart with a new config) removed.
+const reasonSinkRemoved = "sink removed"
+
+// sinkRuntime is what a worker delivers with; a reload swaps it whole.
+type sinkRuntime struct {
+	sink   sinks.Sink // nil: the sink was removed, dead-letter what is left
+	policy RetryPolicy
+
+	mu     sync.RWMutex // held for reading by every Send, for writing by close
+	closed bool
+}
+
+// acquire returns with rt read-locked, or false if rt was closed.
+func (rt *sinkRuntime) acquire() bool {
+	rt.mu.RLock()
+	if rt.closed {
+		rt.mu.RUnlock()
+		return false
+	}
+	return true
+}
+
+func (rt *sinkRuntime) release() { rt.mu.RUnlock() }
+
+// close waits for the sends in progress, then closes the sink.
+func (rt *sinkRuntime) close(ctx context.Context) error {
+	rt.mu.Lock()
+	rt.closed = true
+	rt.mu.Unlock()
+	if rt.sink == nil {
+		return nil
+	}
+	return rt.sink.Close(ctx)
+}
+
+// worker delivers the events routed to one sink. It reads the events stream
+// through the sink's durable consumer; the consumer's MaxAckPending is the
+// sink's concurrency, so the server never hands out more deliveries than may
+// be in flight, and a backlog stays in the store, not in memory.
+type worker struct {
+	name    string
+	store   *jsStore
+	log     *slog.Logger
+	metrics *Metrics
+	now     func() time.Time
+	ackWait time.Duration
+
+	rt       atomic.Pointer[sinkRuntime]
+	cons     jetstream.Consumer
+	cc       jetstream.ConsumeContext
+	inflight sync.WaitGroup
+	// sendCtx is cancelled when the shutdown grace has run out.
+	sendCtx    context.Context
+	cancelSend context.CancelFunc
+
+	mu          sync.Mutex
+	firstFailed map[uint64]time.Time // stream seq -> first failed attempt (this process)
+	lastErr     string               // for logging a repeated failure once
+}
+
+// consumerConfig is the durable consumer of one sink.
+func consumerConfig(sink string, concurrency int, ackWait time.Duration) jetstream.ConsumerConfig {
+	return jetstream.ConsumerConfig{
+		Durable:        sinkConsumerName(sink),
+		Description:    "deliveries to sink " + sink,
+		FilterSubjects: []string{eventsSubject + ">", replaySubject + sink},
+		AckPolicy:      jetstream.AckExplicitPolicy,
+		AckWait:        ackWait,
+		MaxDeliver:     -1, // the relay decides when to give up
+		MaxAckPending:  concurrency,
+		DeliverPolicy:  jetstream.DeliverNewPolicy,
+	}
+}
+
+// start creates or updates the sink's consumer and begins consuming.
+func (w *worker) start(ctx context.Context, concurrency int) error {
+	w.firstFailed = make(map[uint64]time.Time)
+	w.sendCtx, w.cancelSend = context.WithCancel(context.Background())
+	cfg := consumerConfig(w.name, concurrency, w.ackWait)
+	cons, err := w.store.events.Consumer(ctx, cfg.Durable)
+	switch {
+	case errors.Is(err, jetstream.ErrConsumerNotFound):
+		cons, err = w.store.events.CreateConsumer(ctx, cfg)
+	case err == nil:
+		// Keep where the consumer is; update what may change.
+		cur := cons.CachedInfo().Config
+		cur.MaxAckPending, cur.AckWait = cfg.MaxAckPending, cfg.AckWait
+		cons, err = w.store.events.UpdateConsumer(ctx, cur)
+	}
+	if err != nil {
+		return fmt.Errorf("consumer for sink %s: %w", w.name, err)
+	}
+	w.cons = cons
+	w.cc, err = cons.Consume(w.handle,
+		jetstream.PullMaxMessages(max(2*concurrency, 64)),
+		jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
+			if !errors.Is(err, jetstream.ErrNoHeartbeat) {
+				w.log.Debug("consume", "err", err)
+			}
+		}))
+	if err != nil {
+		return fmt.Errorf("consume for sink %s: %w", w.name, err)
+	}
+	return nil
+}
+
+// setConcurrency updates the consumer's MaxAckPending.
+func (w *worker) setConcurrency(ctx context.Context, n int) error {
+	info := w.cons.CachedInfo()
+	if info != nil && info.Config.MaxAckPending == n {
+		return nil
+	}
+	cfg := info.Config
+	cfg.MaxAckPending = n
+	_, err := w.store.events.UpdateConsumer(ctx, cfg)
+	return err
+}
+
+// handle is called for each message the consumer hands out, one at a time.
+// Events not routed to this sink are acknowledged at once; the others are
+// delivered on their own goroutine (the consumer bounds how many).
+func (w *worker) handle(msg jetstream.Msg) {
+	route := parseRoute(msg.Headers())
+	rulesFor, routed := route[w.name]
+	if !routed {
+		_ = msg.Ack()
+		return
+	}
+	w.inflight.Add(1)
+	go func() {
+		defer w.inflight.Done()
+		w.deliver(msg, rulesFor)
+	}()
+}
+
+// deliver makes one attempt and settles the message: ack, nak with a delay,
+// or dead letter.
+func (w *worker) deliver(msg jetstream.Msg, ruleNames []string) {
+	md, err := msg.Metadata()
+	if err != nil {
+		w.log.Error("message without metadata", "err", err)
+		_ = msg.Term()
+		return
+	}
+	h := msg.Headers()
+	d := sinks.Delivery{
+		MsgID:   h.Get(hdrMsgID),
+		Source:  h.Get(hdrSource),
+		Rules:   ruleNames,
+		Body:    msg.Data(),
+		Attempt: int(md.NumDelivered),
+	}
+	d.ReceivedAt, _ = time.Parse(time.RFC3339Nano, h.Get(hdrReceivedAt))
+	env, err := rules.NewEnv(d.Body, rules.Meta{Source: d.Source, MsgID: d.MsgID, ReceivedAt: d.ReceivedAt})
+	if err == nil {
+		d.Event = env.Event
+		d.Data = env.Data()
+	}
+	log := w.log.With("msg_id", d.MsgID, "event", d.Event, "attempt", d.Attempt)
+
+	var rt *sinkRuntime
+	for {
+		rt = w.rt.Load()
+		if rt.acquire() {
+			break
+		}
+	}
+	if rt.sink == nil {
+		rt.release()
+		w.deadLetter(msg, md, d, reasonSinkRemoved, log)
+		return
+	}
+	policy := rt.policy
+	stopBeat := w.heartbeat(msg)
+	start := time.Now()
+	err = rt.sink.Send(w.sendCtx, d)
+	elapsed := time.Since(start)
+	stopBeat()
+	rt.release()
+	w.metrics.DeliveryDuration.WithLabelValues(w.name).Observe(elapsed.Seconds())
+
+	if err == nil {
+		if ackErr := msg.Ack(); ackErr != nil {
+			log.Warn("ack failed; the delivery may be repeated", "err", ackErr)
+		}
+		w.metrics.Deliveries.WithLabelValues(w.name, "delivered").Inc()
+		w.forget(md.Sequence.Stream)
+		if w.noteError("") {
+			log.Info("sink recovered")
+		}
+		return
+	}
+	if w.sendCtx.Err() != nil {
+		// Shutting down past the grace period: leave the delivery pending;
+		// it is redelivered after the next start.
+		return
+	}
+	first := w.firstFailure(md)
+	switch {
+	case sinks.IsPermanent(err):
+		w.deadLetter(msg, md, d, err.Error(), log)
+		return
+	case d.Attempt >= policy.MaxAttempts:
+		w.deadLetter(msg, md, d, fmt.Sprintf("gave up after %d attempts: %v", d.Attempt, err), log)
+		return
+	case w.now().Sub(first) >= policy.MaxAge:
+		w.deadLetter(msg, md, d, fmt.Sprintf("gave up after %s (max_age): %v", policy.MaxAge, err), log)
+		return
+	}
+	retryAfter, _ := sinks.RetryAfterOf(err)
+	delay := retryDelay(policy, d.Attempt, retryAfter)
+	if w.noteError(err.Error()) {
+		log.Warn("delivery failed, will retry", "err", err, "retry_in", delay)
+	}
+	w.metrics.Deliveries.WithLabelValues(w.name, "retried").Inc()
+	if err := msg.NakWithDelay(delay); err != nil {
+		log.Warn("nak failed; redelivery waits for the ack timeout", "err", err)
+	}
+}
+
+// heartbeat tells the server the delivery is still in progress while a send
+// runs longer than a fraction of the ack wait. It returns a stop function.
+func (w *worker) heartbeat(msg jetstream.Msg) func() {
+	done := make(chan struct{})
+	go func() {
+		t := time.NewTicker(w.ackWait / 3)
+		defer t.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-t.C:
+				_ = msg.InProgress()
+			}
+		}
+	}()
+	return func() { close(done) }
+}
+
+// firstFailure returns when this delivery first failed: remembered by this
+// process, else (after a restart) when the event was stored.
+func (w *worker) firstFailure(md *jetstream.MsgMetadata) time.Time {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	seq := md.Sequence.Stream
+	if t, ok := w.firstFailed[seq]; ok {
+		return t
+	}
+	t := w.now()
+	if md.NumDelivered > 1 {
+		t = md.Timestamp
+	}
+	w.firstFailed[seq] = t
+	return t
+}
+
+func (w *worker) forget(seq uint64) {
+	w.mu.Lock()
+	delete(w.firstFailed, seq)
+	w.mu.Unlock()
+}
+
+// noteError records the latest error text ("" for success) and reports
+// whether it changed, so a repeated failure is logged once.
+func (w *worker) noteError(text string) bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	changed := w.lastErr != text
+	w.lastErr = text
+	return changed
+}
+
+// deadLetter stores the delivery in the dead-letter stream, then settles the
+// message. If the dead letter cannot be stored the delivery is retried later.
+func (w *worker) deadLetter(msg jetstream.Msg, md *jetstream.MsgMetadata, d sinks.Delivery, reason string, log *slog.Logger) {
+	first := w.firstFailure(md)
+	rulesJSON, _ := json.Marshal(d.Rules)
+	m := nats.NewMsg(deadSubject + w.name)
+	m.Data = d.Body
+	m.Header.Set(hdrMsgID, d.MsgID)
+	m.Header.Set(hdrSource, d.Source)
+	m.Header.Set(hdrReceivedAt, d.ReceivedAt.UTC().Format(time.RFC3339Nano))
+	m.Header.Set(hdrEvent, d.Event)
+	m.Header.Set(hdrRules, string(rulesJSON))
+	m.Header.Set(hdrAttempts, strconv.Itoa(d.Attempt))
+	m.Header.Set(hdrFirstAttempt, first.UTC().Format(time.RFC3339Nano))
+	m.Header.Set(hdrLastAttempt, w.now().UTC().Format(time.RFC3339Nano))
+	m.Header.Set(hdrError, oneLine(reason, 2048))
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	id := fmt.Sprintf("dead:%s:%d", w.name, md.Sequence.Stream)
+	if _, err := w.store.js.PublishMsg(ctx, m, jetstream.WithMsgID(id), jetstream.WithExpectStream(deadStream)); err != nil {
+		log.Error("cannot store dead letter; will retry", "err", err)
+		_ = msg.NakWithDelay(w.ackWait)
+		return
+	}
+	if err := msg.Ack(); err != nil {
+		log.Warn("ack after dead letter failed", "err", err)
+	}
+	w.forget(md.Sequence.Stream)
+	w.metrics.Deliveries.WithLabelValues(w.name, "dead_lettered").Inc()
+	log.Error("delivery dead-lettered", "sink", w.name, "reason", oneLine(reason, 512))
+}
+
+// stop stops taking messages and waits for the deliveries in flight until
+// ctx is done; then it cancels them (they stay pending in the store).
+func (w *worker) stop(ctx context.Context) {
+	if w.cc != nil {
+		w.cc.Stop()
+	}
+	done := make(chan struct{})
+	go func() { w.inflight.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-ctx.Done():
+		w.cancelSend()
+		<-done
+	}
+	w.cancelSend()
+}
+
+// pending is the number of events the sink's consumer has not settled yet:
+// not yet handed out, plus in flight or waiting to be retried.
+func (w *worker) pending(ctx context.Context) (uint64, error) {
+	info, err := w.cons.Info(ctx)
+	if err != nil {
+		return 0, err
+	}
+	return info.NumPending + uint64(info.NumAckPending), nil
+}
+
+// oneLine flattens s to one line of at most n bytes.
+func oneLine(s string, n int) string {
+	s = strings.Join(strings.Fields(s), " ")
+	if len(s) > n {
+		s = strings.ToValidUTF8(s[:n], "") + "…"
+	}
+	return s
+}

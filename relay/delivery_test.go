@@ -1,0 +1,154 @@
+package relay
+
+import (
+	"context"
+	"net/http"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/relay-dev/relay/sinks"
+)
+
+func TestDeliveryOncePerSink(t *testing.T) {
+	tr := &testRegistry{}
+	a, b := newRecorder(), newRecorder()
+	tr.set("a", a.send)
+	tr.set("b", b.send)
+	h := startHarness(t, tr, testServerConfig(t.TempDir(), twoRules))
+
+	h.mustAccept("msg_1", sampleBody)
+	if code, answer := h.post("msg_1", sampleBody); code != 200 || !strings.Contains(answer, `"duplicate"`) {
+		t.Fatalf("repeat: got %d %s, want 200 duplicate", code, answer)
+	}
+	da := a.wait(t, 10*time.Second)
+	db := b.wait(t, 10*time.Second)
+	if !slices.Equal(da.Rules, []string{"failures", "everything"}) {
+		t.Errorf("a: rules %v, want [failures everything]", da.Rules)
+	}
+	if !slices.Equal(db.Rules, []string{"everything"}) {
+		t.Errorf("b: rules %v, want [everything]", db.Rules)
+	}
+	if da.MsgID != "msg_1" || da.Source != "recall" || da.Event != "transcript.failed" || da.Attempt != 1 {
+		t.Errorf("a: got %+v", da)
+	}
+	if string(da.Body) != sampleBody {
+		t.Errorf("a: body changed: %s", da.Body)
+	}
+	if da.Data["sub_code_reason"] == "" {
+		t.Errorf("a: template data lacks sub_code_reason: %v", da.Data)
+	}
+	// Two rules routed the event to a, and the sender repeated it: still
+	// one delivery per sink.
+	a.none(t, 300*time.Millisecond)
+	b.none(t, 0)
+}
+
+func TestDeliveryRetryThenSuccess(t *testing.T) {
+	tr := &testRegistry{}
+	rec := newRecorder()
+	var calls int
+	tr.set("a", func(ctx context.Context, d sinks.Delivery) error {
+		calls++
+		if calls <= 2 {
+			return sinks.RetryAfter(errBoom, 20*time.Millisecond)
+		}
+		return rec.send(ctx, d)
+	})
+	h := startHarness(t, tr, testServerConfig(t.TempDir(), twoRules))
+	h.mustAccept("msg_r", sampleBody)
+	d := rec.wait(t, 10*time.Second)
+	if d.Attempt != 3 {
+		t.Errorf("delivered at attempt %d, want 3", d.Attempt)
+	}
+	if n := len(h.deadLetters("a")); n != 0 {
+		t.Errorf("%d dead letters, want 0", n)
+	}
+}
+
+func TestDeliveryDeadLetters(t *testing.T) {
+	tr := &testRegistry{}
+	tr.set("a", func(context.Context, sinks.Delivery) error {
+		return sinks.Permanent(errBoom) // dead-lettered at once
+	})
+	tr.set("b", func(context.Context, sinks.Delivery) error {
+		return errBoom // retried until max_attempts (3)
+	})
+	h := startHarness(t, tr, testServerConfig(t.TempDir(), twoRules))
+	h.mustAccept("msg_d", sampleBody)
+
+	eventually(t, 10*time.Second, "two dead letters", func() bool {
+		return len(h.deadLetters("a")) == 1 && len(h.deadLetters("b")) == 1
+	})
+	da := h.deadLetters("a")[0]
+	if da.Attempts != 1 || da.LastError != "boom" || da.MsgID != "msg_d" || da.Source != "recall" ||
+		da.Event != "transcript.failed" || !slices.Equal(da.Rules, []string{"failures", "everything"}) {
+		t.Errorf("permanent: got %+v", da)
+	}
+	db := h.deadLetters("b")[0]
+	if db.Attempts != 3 || db.LastError != "gave up after 3 attempts: boom" {
+		t.Errorf("exhausted: got %+v", db)
+	}
+	if db.FirstAttemptAt.IsZero() || db.LastAttemptAt.Before(db.FirstAttemptAt) {
+		t.Errorf("exhausted: attempt times %v .. %v", db.FirstAttemptAt, db.LastAttemptAt)
+	}
+
+	var one DeadLetter
+	if code := h.admin(http.MethodGet, "/api/v1/dlq/"+u64(da.ID), &one); code != 200 {
+		t.Fatalf("show: %d", code)
+	}
+	if string(one.Payload) != sampleBody {
+		t.Errorf("show: payload %s, want the original body", one.Payload)
+	}
+	if code := h.admin(http.MethodGet, "/api/v1/dlq/999", nil); code != 404 {
+		t.Errorf("show missing: got %d, want 404", code)
+	}
+
+	// Replay a's dead letter to a sink that now works.
+	rec := newRecorder()
+	tr.set("a", rec.send)
+	if code := h.admin(http.MethodPost, "/api/v1/dlq/"+u64(da.ID)+"/replay", nil); code != 200 {
+		t.Fatalf("replay: %d", code)
+	}
+	d := rec.wait(t, 10*time.Second)
+	if d.Attempt != 1 || d.MsgID != "msg_d" || !slices.Equal(d.Rules, []string{"failures", "everything"}) || string(d.Body) != sampleBody {
+		t.Errorf("replayed delivery: got %+v", d)
+	}
+	if n := len(h.deadLetters("a")); n != 0 {
+		t.Errorf("after replay: %d dead letters of a, want 0", n)
+	}
+	if n := len(h.deadLetters("b")); n != 1 {
+		t.Errorf("after replay: %d dead letters of b, want 1 (replay is per dead letter)", n)
+	}
+	if code := h.admin(http.MethodDelete, "/api/v1/dlq?sink=b", nil); code != 200 {
+		t.Fatalf("purge: %d", code)
+	}
+	if n := len(h.deadLetters("")); n != 0 {
+		t.Errorf("after purge: %d dead letters, want 0", n)
+	}
+}
+
+func TestSlowSinkDoesNotDelayAnother(t *testing.T) {
+	tr := &testRegistry{}
+	release := make(chan struct{})
+	defer close(release)
+	tr.set("a", func(ctx context.Context, d sinks.Delivery) error {
+		select { // stuck until the end of the test
+		case <-release:
+		case <-ctx.Done():
+		}
+		return nil
+	})
+	fast := newRecorder()
+	tr.set("b", fast.send)
+	h := startHarness(t, tr, testServerConfig(t.TempDir(), twoRules))
+	for i := range 20 {
+		h.mustAccept("msg_s"+u64(uint64(i)), sampleBody)
+	}
+	for range 20 {
+		fast.wait(t, 10*time.Second)
+	}
+}
+
+func u64(n uint64) string { return strconvU(n) }

@@ -1,0 +1,245 @@
+package relay
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"io"
+	"log/slog"
+	"net/http"
+	"strconv"
+	"sync/atomic"
+	"time"
+
+	svix "github.com/svix/svix-webhooks/go"
+
+	"github.com/relay-dev/relay/rules"
+)
+
+// ingestSource is a configured source ready to verify requests.
+type ingestSource struct {
+	name      string
+	verifiers []*svix.Webhook
+	tolerance time.Duration
+}
+
+// ingestRoutes maps request paths to sources and holds the rules that route
+// accepted events; replaced whole on reload.
+type ingestRoutes struct {
+	byPath       map[string]*ingestSource
+	maxBodyBytes int64
+	rules        *rules.Set
+	ruleSinks    map[string][]string // rule name -> its sinks
+}
+
+func newIngestRoutes(cfg *Config) (*ingestRoutes, error) {
+	r := &ingestRoutes{
+		byPath:       make(map[string]*ingestSource),
+		maxBodyBytes: cfg.Server.MaxBodyBytes,
+		rules:        cfg.RuleSet,
+		ruleSinks:    make(map[string][]string, len(cfg.Rules)),
+	}
+	for _, spec := range cfg.Rules {
+		r.ruleSinks[spec.Name] = spec.Sinks
+	}
+	for name, sc := range cfg.Sources {
+		src := &ingestSource{name: name, tolerance: sc.Tolerance}
+		for _, sec := range sc.Secrets {
+			wh, err := svix.NewWebhook(sec.Reveal())
+			if err != nil {
+				return nil, errors.New("sources." + name + ": malformed secret")
+			}
+			src.verifiers = append(src.verifiers, wh)
+		}
+		r.byPath[sc.Path] = src
+	}
+	return r, nil
+}
+
+// ingestHandler answers webhook deliveries per the contract's ingest table.
+type ingestHandler struct {
+	routes   atomic.Pointer[ingestRoutes]
+	store    Store
+	metrics  *Metrics
+	log      *slog.Logger
+	now      func() time.Time
+	draining atomic.Bool
+}
+
+// retryAfterSeconds is what a 503 asks the sender to wait.
+const retryAfterSeconds = "5"
+
+func (h *ingestHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	routes := h.routes.Load()
+	src, ok := routes.byPath[r.URL.Path]
+	if !ok {
+		h.answer(w, "unknown", http.StatusNotFound, errorBody("no source at this path"))
+		return
+	}
+	if r.Method != http.MethodPost {
+		w.Header().Set("Allow", http.MethodPost)
+		h.answer(w, src.name, http.StatusMethodNotAllowed, errorBody("method not allowed (use POST)"))
+		return
+	}
+	if h.draining.Load() {
+		w.Header().Set("Retry-After", retryAfterSeconds)
+		h.answer(w, src.name, http.StatusServiceUnavailable, errorBody("shutting down"))
+		return
+	}
+
+	body, err := readLimited(r.Body, routes.maxBodyBytes)
+	if err != nil {
+		var tooLarge *http.MaxBytesError
+		if errors.As(err, &tooLarge) {
+			h.answer(w, src.name, http.StatusRequestEntityTooLarge, errorBody("body larger than "+strconv.FormatInt(routes.maxBodyBytes, 10)+" bytes"))
+			return
+		}
+		h.answer(w, src.name, http.StatusBadRequest, errorBody("cannot read body"))
+		return
+	}
+
+	msgID, err := h.verify(src, body, r.Header)
+	if err != nil {
+		h.log.Info("webhook rejected", "source", src.name, "err", err)
+		h.answer(w, src.name, http.StatusUnauthorized, errorBody("invalid or missing webhook signature"))
+		return
+	}
+	if !isJSONObject(body) {
+		h.answer(w, src.name, http.StatusBadRequest, errorBody("body is not a JSON object"))
+		return
+	}
+
+	ev := Event{Source: src.name, MsgID: msgID, Body: body, ReceivedAt: h.now()}
+	eventType, matched := h.route(routes, &ev)
+	start := time.Now()
+	dup, err := h.store.Append(r.Context(), ev)
+	if err != nil {
+		h.log.Error("store append failed", "source", src.name, "msg_id", msgID, "err", err)
+		w.Header().Set("Retry-After", retryAfterSeconds)
+		h.answer(w, src.name, http.StatusServiceUnavailable, errorBody("store unavailable, retry later"))
+		return
+	}
+	h.metrics.IngestStoreLatency.Observe(time.Since(start).Seconds())
+	status := "accepted"
+	if dup {
+		status = "duplicate"
+		h.log.Info("duplicate event", "source", src.name, "msg_id", msgID, "event", eventType)
+	} else {
+		h.metrics.EventsAccepted.WithLabelValues(src.name).Inc()
+		for _, name := range matched {
+			h.metrics.RuleMatches.WithLabelValues(name).Inc()
+		}
+		h.log.Info("event accepted", "source", src.name, "msg_id", msgID, "event", eventType, "rules", matched)
+	}
+	h.answer(w, src.name, http.StatusOK, acceptBody(msgID, status))
+}
+
+// route evaluates the rules in force over ev and records, per sink, the
+// rules that send ev there. A rule that fails at run time counts as not
+// matched; it is logged and counted.
+func (h *ingestHandler) route(routes *ingestRoutes, ev *Event) (eventType string, matched []string) {
+	if routes.rules == nil {
+		return "", nil
+	}
+	env, err := rules.NewEnv(ev.Body, rules.Meta{Source: ev.Source, MsgID: ev.MsgID, ReceivedAt: ev.ReceivedAt})
+	if err != nil {
+		return "", nil
+	}
+	res := routes.rules.Eval(env)
+	for _, re := range res.Errors {
+		h.metrics.RuleErrors.WithLabelValues(re.Rule).Inc()
+		h.log.Warn("rule failed; counted as not matched", "rule", re.Rule, "msg_id", ev.MsgID, "event", env.Event, "err", re.Err)
+	}
+	if len(res.Rules) > 0 {
+		ev.Route = make(map[string][]string, len(res.Sinks))
+		for _, name := range res.Rules {
+			for _, sink := range routes.ruleSinks[name] {
+				ev.Route[sink] = append(ev.Route[sink], name)
+			}
+		}
+	}
+	return env.Event, res.Rules
+}
+
+// verifyError says why a request failed verification. It is logged, never
+// answered.
+type verifyError struct{ reason string }
+
+func (e *verifyError) Error() string { return e.reason }
+
+// verify checks the Svix (or Standard Webhooks) headers of a request against
+// every secret of the source and returns the message id. The timestamp is
+// checked against the source's tolerance before any HMAC is computed.
+func (h *ingestHandler) verify(src *ingestSource, body []byte, hdr http.Header) (string, error) {
+	id, ts, sig := hdr.Get("svix-id"), hdr.Get("svix-timestamp"), hdr.Get("svix-signature")
+	if id == "" || ts == "" || sig == "" {
+		id, ts, sig = hdr.Get("webhook-id"), hdr.Get("webhook-timestamp"), hdr.Get("webhook-signature")
+		if id == "" || ts == "" || sig == "" {
+			return "", &verifyError{"missing signature headers"}
+		}
+	}
+	if len(id) > 256 {
+		return "", &verifyError{"message id too long"}
+	}
+	sec, err := strconv.ParseInt(ts, 10, 64)
+	if err != nil {
+		return "", &verifyError{"malformed timestamp header"}
+	}
+	skew := h.now().Sub(time.Unix(sec, 0))
+	if skew > src.tolerance || -skew > src.tolerance {
+		return "", &verifyError{"timestamp outside tolerance"}
+	}
+	for _, wh := range src.verifiers {
+		if wh.VerifyIgnoringTimestamp(body, hdr) == nil {
+			return id, nil
+		}
+	}
+	return "", &verifyError{"no matching signature"}
+}
+
+// readLimited reads at most limit bytes of body; past that it returns an
+// *http.MaxBytesError.
+func readLimited(body io.Reader, limit int64) ([]byte, error) {
+	lr := &io.LimitedReader{R: body, N: limit + 1}
+	b, err := io.ReadAll(lr)
+	if err != nil {
+		return nil, err
+	}
+	if int64(len(b)) > limit {
+		return nil, &http.MaxBytesError{Limit: limit}
+	}
+	return b, nil
+}
+
+// isJSONObject reports whether b is one valid JSON object.
+func isJSONObject(b []byte) bool {
+	t := bytes.TrimLeft(b, " \t\r\n")
+	return len(t) > 0 && t[0] == '{' && json.Valid(b)
+}
+
+func (h *ingestHandler) answer(w http.ResponseWriter, source string, code int, body []byte) {
+	h.metrics.IngestRequests.WithLabelValues(source, strconv.Itoa(code)).Inc()
+	writeJSON(w, code, body)
+}
+
+func writeJSON(w http.ResponseWriter, code int, body []byte) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Content-Length", strconv.Itoa(len(body)))
+	w.WriteHeader(code)
+	_, _ = w.Write(body)
+}
+
+func errorBody(msg string) []byte {
+	b, _ := json.Marshal(struct {
+		Error string `json:"error"`
+	}{msg})
+	return append(b, '\n')
+}
+
+func acceptBody(id, status string) []byte {
+	b, _ := json.Marshal(struct {
+		ID     string `json:"id"`
+		Status string `json:"status"`
+	}{id, status})
+	return append(b, '\n')
+}

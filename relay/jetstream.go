@@ -1,0 +1,211 @@
+package relay
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// Stream and subject names. One stream holds accepted events; each sink reads
+// it through its own durable consumer (see docs/design.md). Dead letters have
+// a stream of their own.
+const (
+	eventsStream   = "RELAY_EVENTS"
+	deadStream     = "RELAY_DEAD"
+	eventsSubject  = "relay.events." // + source
+	replaySubject  = "relay.replay." // + sink: a replayed dead letter, for one sink only
+	deadSubject    = "relay.dead."   // + sink
+	consumerPrefix = "relay-sink-"   // + sink: the sink's durable consumer
+	hdrMsgID       = "Relay-Msg-Id"  // the sender's message id
+	hdrSource      = "Relay-Source"  // the source's name
+	hdrReceivedAt  = "Relay-Received-At"
+	hdrRoute       = "Relay-Route" // JSON {"sink": ["rule", ...]}: the routing decided at ingest
+
+	// Dead letters carry these besides the above.
+	hdrEvent        = "Relay-Event"
+	hdrRules        = "Relay-Rules" // JSON list of rule names
+	hdrAttempts     = "Relay-Attempts"
+	hdrFirstAttempt = "Relay-First-Attempt"
+	hdrLastAttempt  = "Relay-Last-Attempt"
+	hdrError        = "Relay-Error"
+)
+
+// jsStore is the NATS JetStream store: an embedded server, or a connection to
+// an existing deployment. It implements Store.
+type jsStore struct {
+	cfg    StorageConfig
+	log    *slog.Logger
+	ns     *server.Server // embedded mode only
+	nc     *nats.Conn
+	js     jetstream.JetStream
+	events jetstream.Stream
+	dead   jetstream.Stream
+}
+
+var _ Store = (*jsStore)(nil)
+
+// openJetStream starts (embedded) or connects to (cluster) NATS and makes
+// sure the streams exist with the configured settings.
+func openJetStream(ctx context.Context, cfg StorageConfig, log *slog.Logger) (*jsStore, error) {
+	s := &jsStore{cfg: cfg, log: log}
+	var err error
+	if cfg.URL == "" {
+		if err := os.MkdirAll(cfg.Dir, 0o750); err != nil {
+			return nil, fmt.Errorf("storage dir: %w", err)
+		}
+		s.ns, err = server.NewServer(&server.Options{
+			ServerName:   "relay-embedded",
+			JetStream:    true,
+			StoreDir:     cfg.Dir,
+			DontListen:   true,
+			NoSigs:       true,
+			NoLog:        true,
+			SyncAlways:   cfg.SyncAlways,
+			SyncInterval: cfg.SyncInterval,
+		})
+		if err != nil {
+			return nil, fmt.Errorf("embedded nats: %w", err)
+		}
+		s.ns.Start()
+		if !s.ns.ReadyForConnections(30 * time.Second) {
+			s.ns.Shutdown()
+			return nil, errors.New("embedded nats: not ready after 30s")
+		}
+		s.nc, err = nats.Connect("", nats.InProcessServer(s.ns), nats.Name("relay"))
+	} else {
+		s.nc, err = nats.Connect(cfg.URL,
+			nats.Name("relay"),
+			nats.MaxReconnects(-1),
+			nats.RetryOnFailedConnect(false),
+			nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
+				if err != nil {
+					log.Warn("nats disconnected", "err", err)
+				}
+			}),
+			nats.ReconnectHandler(func(c *nats.Conn) { log.Info("nats reconnected", "url", c.ConnectedUrlRedacted()) }),
+		)
+	}
+	if err != nil {
+		s.close()
+		return nil, fmt.Errorf("connect nats: %w", err)
+	}
+	s.js, err = jetstream.New(s.nc)
+	if err != nil {
+		s.close()
+		return nil, fmt.Errorf("jetstream: %w", err)
+	}
+	if err := s.ensureStreams(ctx); err != nil {
+		s.close()
+		return nil, err
+	}
+	return s, nil
+}
+
+func (s *jsStore) ensureStreams(ctx context.Context) error {
+	replicas := 1
+	if s.cfg.URL != "" {
+		replicas = s.cfg.Replicas
+	}
+	var err error
+	s.events, err = s.js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+		Name:        eventsStream,
+		Description: "accepted webhooks, kept until every sink routed to has delivered or dead-lettered them",
+		Subjects:    []string{eventsSubject + ">", replaySubject + ">"},
+		Retention:   jetstream.InterestPolicy,
+		Storage:     jetstream.FileStorage,
+		Replicas:    replicas,
+		Duplicates:  s.cfg.DedupeWindow,
+		Discard:     jetstream.DiscardOld,
+	})
+	if err != nil {
+		return fmt.Errorf("create stream %s: %w", eventsStream, err)
+	}
+	s.dead, err = s.js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+		Name:        deadStream,
+		Description: "dead letters, kept until replayed or purged",
+		Subjects:    []string{deadSubject + ">"},
+		Retention:   jetstream.LimitsPolicy,
+		Storage:     jetstream.FileStorage,
+		Replicas:    replicas,
+		Duplicates:  10 * time.Minute,
+		AllowDirect: true,
+	})
+	if err != nil {
+		return fmt.Errorf("create stream %s: %w", deadStream, err)
+	}
+	return nil
+}
+
+// Append publishes e to the events stream and waits for the store's
+// acknowledgement. The message id <source>:<msg id> makes JetStream drop a
+// repeat within the dedupe window.
+func (s *jsStore) Append(ctx context.Context, e Event) (bool, error) {
+	m := nats.NewMsg(eventsSubject + e.Source)
+	m.Data = e.Body
+	m.Header.Set(hdrMsgID, e.MsgID)
+	m.Header.Set(hdrSource, e.Source)
+	m.Header.Set(hdrReceivedAt, e.ReceivedAt.UTC().Format(time.RFC3339Nano))
+	if len(e.Route) > 0 {
+		route, err := json.Marshal(e.Route)
+		if err != nil {
+			return false, fmt.Errorf("encode route: %w", err)
+		}
+		m.Header.Set(hdrRoute, string(route))
+	}
+	ack, err := s.js.PublishMsg(ctx, m, jetstream.WithMsgID(e.Source+":"+e.MsgID), jetstream.WithExpectStream(eventsStream))
+	if err != nil {
+		return false, fmt.Errorf("%w: %w", ErrStoreUnavailable, err)
+	}
+	return ack.Duplicate, nil
+}
+
+// Ready reports whether the store answers.
+func (s *jsStore) Ready(ctx context.Context) error {
+	if s.nc == nil || !s.nc.IsConnected() {
+		return ErrStoreUnavailable
+	}
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	if _, err := s.js.AccountInfo(ctx); err != nil {
+		return fmt.Errorf("%w: %w", ErrStoreUnavailable, err)
+	}
+	return nil
+}
+
+// close flushes and closes the connection and stops the embedded server.
+func (s *jsStore) close() {
+	if s.nc != nil {
+		_ = s.nc.FlushTimeout(5 * time.Second)
+		s.nc.Close()
+	}
+	if s.ns != nil {
+		s.ns.Shutdown()
+		s.ns.WaitForShutdown()
+	}
+}
+
+// parseRoute decodes the Relay-Route header.
+func parseRoute(h nats.Header) map[string][]string {
+	v := h.Get(hdrRoute)
+	if v == "" {
+		return nil
+	}
+	var r map[string][]string
+	if err := json.Unmarshal([]byte(v), &r); err != nil {
+		return nil
+	}
+	return r
+}
+
+func sinkConsumerName(sink string) string { return consumerPrefix + sink }
+
+func sinkOfConsumer(name string) (string, bool) { return strings.CutPrefix(name, consumerPrefix) }

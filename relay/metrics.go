@@ -1,0 +1,86 @@
+package relay
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+)
+
+// Metrics holds the relay's Prometheus metrics, registered on their own
+// registry so that several relays can live in one process (tests).
+type Metrics struct {
+	Registry *prometheus.Registry
+
+	IngestRequests     *prometheus.CounterVec
+	EventsAccepted     *prometheus.CounterVec
+	RuleMatches        *prometheus.CounterVec
+	RuleErrors         *prometheus.CounterVec
+	Deliveries         *prometheus.CounterVec
+	DeliveryDuration   *prometheus.HistogramVec
+	DeadLetters        *prometheus.GaugeVec
+	PendingDeliveries  *prometheus.GaugeVec
+	ConfigReloadOK     prometheus.Gauge
+	ConfigReloadTime   prometheus.Gauge
+	IngestStoreLatency prometheus.Histogram
+}
+
+// NewMetrics creates and registers every metric of the contract, plus the
+// Go and process collectors.
+func NewMetrics() *Metrics {
+	m := &Metrics{
+		Registry: prometheus.NewRegistry(),
+		IngestRequests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "relay_ingest_requests_total",
+			Help: "Webhook requests received, by source and HTTP status code answered.",
+		}, []string{"source", "code"}),
+		EventsAccepted: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "relay_events_accepted_total",
+			Help: "Events verified and stored (duplicates excluded), by source.",
+		}, []string{"source"}),
+		RuleMatches: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "relay_rule_matches_total",
+			Help: "Events matched, by rule.",
+		}, []string{"rule"}),
+		RuleErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "relay_rule_errors_total",
+			Help: "Rule evaluations that failed at run time (counted as not matched), by rule.",
+		}, []string{"rule"}),
+		Deliveries: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "relay_deliveries_total",
+			Help: "Delivery attempts by sink and outcome (delivered, retried, dead_lettered).",
+		}, []string{"sink", "outcome"}),
+		DeliveryDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "relay_delivery_duration_seconds",
+			Help:    "Time taken by one delivery attempt, by sink.",
+			Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30},
+		}, []string{"sink"}),
+		DeadLetters: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "relay_dead_letters",
+			Help: "Dead letters currently stored, by sink.",
+		}, []string{"sink"}),
+		PendingDeliveries: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "relay_pending_deliveries",
+			Help: "Deliveries queued or in flight, by sink.",
+		}, []string{"sink"}),
+		ConfigReloadOK: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "relay_config_last_reload_successful",
+			Help: "Whether the last configuration load or reload succeeded (1) or failed (0).",
+		}),
+		ConfigReloadTime: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "relay_config_last_reload_success_timestamp_seconds",
+			Help: "Unix time of the last successful configuration load or reload.",
+		}),
+		IngestStoreLatency: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "relay_ingest_store_duration_seconds",
+			Help:    "Time from a verified request to the store's confirmation of the write.",
+			Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5},
+		}),
+	}
+	m.Registry.MustRegister(
+		m.IngestRequests, m.EventsAccepted, m.RuleMatches, m.RuleErrors,
+		m.Deliveries, m.DeliveryDuration, m.DeadLetters, m.PendingDeliveries,
+		m.ConfigReloadOK, m.ConfigReloadTime, m.IngestStoreLatency,
+		collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+	)
+	return m
+}

@@ -1,0 +1,269 @@
+// Package relay is the webhook relay: ingest (verify, limit, dedupe, route),
+// the durable queue on NATS JetStream, per-sink delivery with retries and
+// dead letters, the admin API and metrics. It does not handle signals: the
+// caller (cmd/relay) decides when to Reload and Stop.
+package relay
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/relay-dev/relay/sinks"
+)
+
+// Options are the parts of a Server that do not come from the config file.
+type Options struct {
+	// Logger receives the server's logs; nil discards them.
+	Logger *slog.Logger
+	// Registry builds sinks by type. Required.
+	Registry *sinks.Registry
+	// ConfigPath is re-read by Reload; Environ is the environment used to
+	// expand it (nil: os.Environ).
+	ConfigPath string
+	Environ    []string
+	// Now is the clock; nil means time.Now.
+	Now func() time.Time
+}
+
+// Server is a running relay.
+type Server struct {
+	opts    Options
+	log     *slog.Logger
+	metrics *Metrics
+
+	cfg    atomic.Pointer[Config]
+	store  *jsStore
+	engine *engine
+	ingest *ingestHandler
+
+	ingestSrv, adminSrv *http.Server
+	ingestLn, adminLn   net.Listener
+	serveErr            chan error
+
+	reloadMu sync.Mutex
+	stopOnce sync.Once
+	stopErr  error
+}
+
+// New prepares a server for cfg. Nothing is opened until Start.
+func New(cfg *Config, opts Options) *Server {
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	s := &Server{opts: opts, log: opts.Logger, metrics: NewMetrics(), serveErr: make(chan error, 2)}
+	s.cfg.Store(cfg)
+	return s
+}
+
+// Metrics returns the server's metrics.
+func (s *Server) Metrics() *Metrics { return s.metrics }
+
+// Start opens the store, starts the delivery workers and both listeners. It
+// returns once the relay accepts requests, or with the first error (after
+// undoing what it did).
+func (s *Server) Start(ctx context.Context) (err error) {
+	cfg := s.cfg.Load()
+	defer func() {
+		if err != nil {
+			_ = s.Stop(context.Background())
+		}
+	}()
+	built, err := buildSinks(cfg, s.opts.Registry)
+	if err != nil {
+		return err
+	}
+	s.store, err = openJetStream(ctx, cfg.Storage, s.log)
+	if err != nil {
+		closeSinks(built)
+		return err
+	}
+	s.engine = newEngine(s.store, s.log, s.metrics, s.opts.Now, cfg.Storage.AckWait)
+	if err := s.engine.apply(ctx, cfg, built); err != nil {
+		return err
+	}
+	routes, err := newIngestRoutes(cfg)
+	if err != nil {
+		return err
+	}
+	s.ingest = &ingestHandler{store: s.store, metrics: s.metrics, log: s.log, now: s.opts.Now}
+	s.ingest.routes.Store(routes)
+
+	if s.adminLn, err = net.Listen("tcp", cfg.Server.AdminListen); err != nil {
+		return fmt.Errorf("admin listener: %w", err)
+	}
+	if s.ingestLn, err = net.Listen("tcp", cfg.Server.Listen); err != nil {
+		return fmt.Errorf("ingest listener: %w", err)
+	}
+	s.ingestSrv = &http.Server{
+		Handler:           s.ingest,
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       30 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
+	}
+	s.adminSrv = &http.Server{
+		Handler:           s.adminHandler(),
+		ReadHeaderTimeout: 10 * time.Second,
+		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
+	}
+	go s.serve(s.ingestSrv, s.ingestLn)
+	go s.serve(s.adminSrv, s.adminLn)
+	s.metrics.ConfigReloadOK.Set(1)
+	s.metrics.ConfigReloadTime.SetToCurrentTime()
+	s.log.Info("relay started", "ingest", s.ingestLn.Addr().String(), "admin", s.adminLn.Addr().String(),
+		"storage", storageDescription(cfg.Storage), "sources", len(cfg.Sources), "sinks", len(cfg.Sinks), "rules", len(cfg.Rules))
+	return nil
+}
+
+func (s *Server) serve(srv *http.Server, ln net.Listener) {
+	if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		s.serveErr <- err
+	}
+}
+
+// Err reports a listener that failed while serving.
+func (s *Server) Err() <-chan error { return s.serveErr }
+
+// IngestAddr is the ingest listener's address (useful with port 0).
+func (s *Server) IngestAddr() string { return s.ingestLn.Addr().String() }
+
+// AdminAddr is the admin listener's address.
+func (s *Server) AdminAddr() string { return s.adminLn.Addr().String() }
+
+// Config returns the configuration in force.
+func (s *Server) Config() *Config { return s.cfg.Load() }
+
+// Reload re-reads the config file. A config that fails validation changes
+// nothing and is reported (and counted in relay_config_last_reload_successful);
+// a valid one replaces sources, rules and sinks at once, without dropping
+// queued or in-flight deliveries.
+func (s *Server) Reload(ctx context.Context) error {
+	s.reloadMu.Lock()
+	defer s.reloadMu.Unlock()
+	cfg, err := LoadConfig(s.opts.ConfigPath, LoadOptions{Environ: s.opts.Environ, Registry: s.opts.Registry})
+	if err == nil {
+		err = s.apply(ctx, cfg)
+	}
+	if err != nil {
+		s.metrics.ConfigReloadOK.Set(0)
+		for _, e := range flatten(err) {
+			s.log.Error("config reload failed; keeping the running config", "err", e)
+		}
+		return err
+	}
+	s.metrics.ConfigReloadOK.Set(1)
+	s.metrics.ConfigReloadTime.SetToCurrentTime()
+	s.log.Info("config reloaded", "sources", len(cfg.Sources), "sinks", len(cfg.Sinks), "rules", len(cfg.Rules))
+	return nil
+}
+
+// apply swaps in a validated config.
+func (s *Server) apply(ctx context.Context, cfg *Config) error {
+	old := s.cfg.Load()
+	if cfg.Storage != old.Storage {
+		s.log.Warn("storage settings changed; they take effect at the next start")
+	}
+	if cfg.Server != old.Server {
+		s.log.Warn("server settings changed; listeners and limits take effect at the next start")
+		cfg.Server = old.Server
+	}
+	routes, err := newIngestRoutes(cfg)
+	if err != nil {
+		return err
+	}
+	built, err := buildSinks(cfg, s.opts.Registry)
+	if err != nil {
+		return err
+	}
+	if err := s.engine.apply(ctx, cfg, built); err != nil {
+		return err
+	}
+	s.ingest.routes.Store(routes)
+	s.cfg.Store(cfg)
+	return nil
+}
+
+// Stop shuts the relay down: ingest answers 503 at once, requests in flight
+// finish, deliveries in flight get shutdown_grace (or until ctx is done),
+// and what is left stays queued for the next start. Safe to call more than
+// once; later calls return the first result.
+func (s *Server) Stop(ctx context.Context) error {
+	s.stopOnce.Do(func() { s.stopErr = s.stop(ctx) })
+	return s.stopErr
+}
+
+func (s *Server) stop(ctx context.Context) error {
+	cfg := s.cfg.Load()
+	var errs []error
+	if s.ingest != nil {
+		s.ingest.draining.Store(true)
+	}
+	if s.ingestSrv != nil {
+		if err := s.ingestSrv.Shutdown(ctx); err != nil {
+			errs = append(errs, fmt.Errorf("ingest shutdown: %w", err))
+		}
+	} else if s.ingestLn != nil {
+		_ = s.ingestLn.Close()
+	}
+	if s.engine != nil {
+		gctx, cancel := context.WithTimeout(ctx, cfg.Server.ShutdownGrace)
+		errs = append(errs, s.engine.stop(gctx))
+		cancel()
+	}
+	if s.adminSrv != nil {
+		if err := s.adminSrv.Shutdown(ctx); err != nil {
+			errs = append(errs, fmt.Errorf("admin shutdown: %w", err))
+		}
+	} else if s.adminLn != nil {
+		_ = s.adminLn.Close()
+	}
+	if s.store != nil {
+		s.store.close()
+	}
+	s.log.Info("relay stopped")
+	return errors.Join(errs...)
+}
+
+// buildSinks constructs every configured sink; on error it closes those
+// already built.
+func buildSinks(cfg *Config, reg *sinks.Registry) (map[string]sinks.Sink, error) {
+	built := make(map[string]sinks.Sink, len(cfg.Sinks))
+	for _, name := range sortedKeys(cfg.Sinks) {
+		sc := cfg.Sinks[name]
+		t, ok := reg.Lookup(sc.Type)
+		if !ok {
+			closeSinks(built)
+			return nil, fmt.Errorf("sinks.%s.type: unknown sink type %q", name, sc.Type)
+		}
+		sk, err := t.New(name, sc.Options)
+		if err != nil {
+			closeSinks(built)
+			return nil, fmt.Errorf("sinks.%s: %w", name, err)
+		}
+		built[name] = sk
+	}
+	return built, nil
+}
+
+func closeSinks(built map[string]sinks.Sink) {
+	for _, sk := range built {
+		_ = sk.Close(context.Background())
+	}
+}
+
+func storageDescription(c StorageConfig) string {
+	if c.URL != "" {
+		return "nats cluster"
+	}
+	return "embedded nats at " + c.Dir
+}

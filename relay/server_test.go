@@ -1,0 +1,197 @@
+package relay
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	svix "github.com/svix/svix-webhooks/go"
+
+	"github.com/relay-dev/relay/sinks"
+)
+
+// harness runs a real Server (embedded JetStream in a temp dir) with fake
+// sinks, and talks to it over HTTP.
+type harness struct {
+	t    *testing.T
+	srv  *Server
+	tr   *testRegistry
+	path string
+	wh   *svix.Webhook
+}
+
+// testServerConfig is a config with sinks a, b (fake), fast retries and the
+// given rules block.
+func testServerConfig(dir, extra string) string {
+	return fmt.Sprintf(`
+server:
+  listen: "127.0.0.1:0"
+  admin_listen: "127.0.0.1:0"
+  shutdown_grace: 5s
+storage:
+  dir: %s
+  ack_wait: 5s
+sources:
+  recall:
+    secrets: [%s]
+retry:
+  max_attempts: 3
+  initial_interval: 10ms
+  max_interval: 50ms
+sinks:
+  a:
+    type: fake
+  b:
+    type: fake
+%s`, dir, testSecret, extra)
+}
+
+const twoRules = `
+rules:
+  - name: failures
+    when: status == "failed"
+    sinks: [a]
+  - name: everything
+    when: "true"
+    sinks: [a, b]
+`
+
+func startHarness(t *testing.T, tr *testRegistry, yaml string) *harness {
+	t.Helper()
+	if tr == nil {
+		tr = &testRegistry{}
+	}
+	path := writeConfig(t, yaml)
+	cfg, err := LoadConfig(path, LoadOptions{Environ: []string{}, Registry: tr.registry()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := New(cfg, Options{Registry: tr.registry(), ConfigPath: path, Environ: []string{}, Logger: testLogger(t)})
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := srv.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		if err := srv.Stop(ctx); err != nil {
+			t.Errorf("stop: %v", err)
+		}
+	})
+	wh, _ := svix.NewWebhook(testSecret)
+	return &harness{t: t, srv: srv, tr: tr, path: path, wh: wh}
+}
+
+// post sends a signed event and returns the status code and answer.
+func (h *harness) post(id, body string) (int, string) {
+	h.t.Helper()
+	now := time.Now()
+	sig, _ := h.wh.Sign(id, now, []byte(body))
+	req, _ := http.NewRequest(http.MethodPost, "http://"+h.srv.IngestAddr()+"/webhooks/recall", strings.NewReader(body))
+	req.Header.Set("svix-id", id)
+	req.Header.Set("svix-timestamp", strconv.FormatInt(now.Unix(), 10))
+	req.Header.Set("svix-signature", sig)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
+}
+
+func (h *harness) mustAccept(id, body string) {
+	h.t.Helper()
+	if code, answer := h.post(id, body); code != 200 || !strings.Contains(answer, `"accepted"`) {
+		h.t.Fatalf("post %s: got %d %s, want 200 accepted", id, code, answer)
+	}
+}
+
+// admin calls the admin API and decodes a JSON answer into out (if not nil).
+func (h *harness) admin(method, path string, out any) int {
+	h.t.Helper()
+	req, _ := http.NewRequest(method, "http://"+h.srv.AdminAddr()+path, nil)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	if out != nil && resp.StatusCode/100 == 2 {
+		if err := json.Unmarshal(b, out); err != nil {
+			h.t.Fatalf("%s %s: %v in %q", method, path, err, b)
+		}
+	}
+	return resp.StatusCode
+}
+
+func (h *harness) deadLetters(sink string) []DeadLetter {
+	var page struct {
+		DeadLetters []DeadLetter `json:"dead_letters"`
+	}
+	if code := h.admin(http.MethodGet, "/api/v1/dlq?sink="+sink, &page); code != 200 {
+		h.t.Fatalf("list dead letters: %d", code)
+	}
+	return page.DeadLetters
+}
+
+// recorder is a fake sink that records deliveries and signals each one.
+type recorder struct {
+	mu  sync.Mutex
+	got []sinks.Delivery
+	ch  chan sinks.Delivery
+}
+
+func newRecorder() *recorder { return &recorder{ch: make(chan sinks.Delivery, 10000)} }
+
+func (r *recorder) send(_ context.Context, d sinks.Delivery) error {
+	r.mu.Lock()
+	r.got = append(r.got, d)
+	r.mu.Unlock()
+	r.ch <- d
+	return nil
+}
+
+// wait returns the next delivery, failing the test after timeout.
+func (r *recorder) wait(t *testing.T, timeout time.Duration) sinks.Delivery {
+	t.Helper()
+	select {
+	case d := <-r.ch:
+		return d
+	case <-time.After(timeout):
+		t.Fatalf("no delivery within %s", timeout)
+		return sinks.Delivery{}
+	}
+}
+
+// none checks that nothing more arrives within d.
+func (r *recorder) none(t *testing.T, d time.Duration) {
+	t.Helper()
+	select {
+	case got := <-r.ch:
+		t.Fatalf("unexpected delivery %s (attempt %d)", got.MsgID, got.Attempt)
+	case <-time.After(d):
+	}
+}
+
+// eventually polls cond until it holds, failing after timeout.
+func eventually(t *testing.T, timeout time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %s waiting for %s", timeout, what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func testLogger(t *testing.T) *slogLogger { return newTestLogger(t) }
