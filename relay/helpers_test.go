@@ -18,7 +18,7 @@ import (
 type sinkFunc func(ctx context.Context, d sinks.Delivery) error
 
 func (f sinkFunc) Send(ctx context.Context, d sinks.Delivery) error { return f(ctx, d) }
-func (f sinkFunc) Close(context.Context) error                       { return nil }
+func (f sinkFunc) Close(context.Context) error                      { return nil }
 
 // testRegistry knows a "fake" sink type with one option, "fail", and every
 // sink built by it sends through the function registered under the sink's
@@ -93,6 +93,9 @@ func newTestLogger(t *testing.T) *slog.Logger {
 
 type tWriter struct{ t *testing.T }
 
-func (w tWriter) Write(p []byte) (int, error) { w.t.Log(strings.TrimSpace(string(p))); return len(p), nil }
+func (w tWriter) Write(p []byte) (int, error) {
+	w.t.Log(strings.TrimSpace(string(p)))
+	return len(p), nil
+}
 
 func strconvU(n uint64) string { return strconv.FormatUint(n, 10) }
