@@ -1,0 +1,156 @@
+package relay
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/url"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/relay-dev/relay/sinks"
+)
+
+// startCluster starts n clustered JetStream servers on loopback with random
+// ports and waits until JetStream answers.
+func startCluster(t *testing.T, n int) []*server.Server {
+	t.Helper()
+	// A clustered server starts its route listener only after JetStream is
+	// up, which waits for peers: reserve the cluster ports first, so that
+	// every server can be given the routes to all the others.
+	ports := make([]int, n)
+	var routes []*url.URL
+	for i := range ports {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		ports[i] = ln.Addr().(*net.TCPAddr).Port
+		ln.Close()
+		routes = append(routes, &url.URL{Scheme: "nats-route", Host: fmt.Sprintf("127.0.0.1:%d", ports[i])})
+	}
+	var servers []*server.Server
+	for i := range n {
+		s, err := server.NewServer(&server.Options{
+			ServerName: fmt.Sprintf("n%d", i+1),
+			Host:       "127.0.0.1",
+			Port:       -1,
+			JetStream:  true,
+			StoreDir:   t.TempDir(),
+			NoLog:      true,
+			NoSigs:     true,
+			Cluster:    server.ClusterOpts{Name: "relay-test", Host: "127.0.0.1", Port: ports[i]},
+			Routes:     routes,
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		go s.Start()
+		t.Cleanup(s.Shutdown)
+		servers = append(servers, s)
+	}
+	for i, s := range servers {
+		if !s.ReadyForConnections(30 * time.Second) {
+			t.Fatalf("server %d not ready", i+1)
+		}
+	}
+	nc, err := nats.Connect(clientURLs(servers))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, _ := jetstream.New(nc)
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		_, err := js.AccountInfo(ctx)
+		cancel()
+		if err == nil {
+			return servers
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("JetStream cluster not ready after 30s: %v", err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+func clientURLs(servers []*server.Server) string {
+	var urls []string
+	for _, s := range servers {
+		urls = append(urls, s.ClientURL())
+	}
+	return strings.Join(urls, ",")
+}
+
+// TestClusterNodeLoss runs the relay against a 3-node cluster with
+// replicas: 3, stops one node in the middle of the load, and checks that
+// every acknowledged event is delivered.
+func TestClusterNodeLoss(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a 3-node cluster")
+	}
+	servers := startCluster(t, 3)
+	tr := &testRegistry{}
+	var mu sync.Mutex
+	delivered := map[string]bool{}
+	tr.set("a", func(_ context.Context, d sinks.Delivery) error {
+		mu.Lock()
+		delivered[d.MsgID] = true
+		mu.Unlock()
+		return nil
+	})
+	yaml := strings.Replace(testServerConfig(t.TempDir(), twoRules), "  ack_wait: 5s\n",
+		"  ack_wait: 5s\n  url: "+clientURLs(servers)+"\n  replicas: 3\n", 1)
+	h := startHarness(t, tr, yaml)
+
+	const total, workers = 1500, 8
+	var next, acked atomic.Int64
+	var ackedIDs sync.Map
+	var stopped sync.Once
+	var wg sync.WaitGroup
+	for range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				i := next.Add(1)
+				if i > total {
+					return
+				}
+				id := fmt.Sprintf("msg_c%d", i)
+				code, _ := h.post(id, sampleBody)
+				if code == 200 {
+					ackedIDs.Store(id, true)
+					if acked.Add(1) == total/3 {
+						stopped.Do(func() { go servers[2].Shutdown() })
+					}
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	var want []string
+	ackedIDs.Range(func(k, _ any) bool { want = append(want, k.(string)); return true })
+	t.Logf("%d of %d events acknowledged with a node stopped at %d", len(want), total, total/3)
+	if len(want) < total/2 {
+		t.Fatalf("only %d events acknowledged", len(want))
+	}
+	eventually(t, 60*time.Second, "every acknowledged event delivered", func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		for _, id := range want {
+			if !delivered[id] {
+				return false
+			}
+		}
+		return true
+	})
+}
