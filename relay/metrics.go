@@ -84,3 +84,25 @@ func NewMetrics() *Metrics {
 	)
 	return m
 }
+
+// initLabels creates the series of every configured source, rule and sink,
+// so that they are scraped (at zero) before anything happens and alerts on
+// rates see them from the start.
+func (m *Metrics) initLabels(cfg *Config) {
+	for name := range cfg.Sources {
+		m.IngestRequests.WithLabelValues(name, "200")
+		m.EventsAccepted.WithLabelValues(name)
+	}
+	for _, r := range cfg.Rules {
+		m.RuleMatches.WithLabelValues(r.Name)
+		m.RuleErrors.WithLabelValues(r.Name)
+	}
+	for name := range cfg.Sinks {
+		for _, outcome := range []string{"delivered", "retried", "dead_lettered"} {
+			m.Deliveries.WithLabelValues(name, outcome)
+		}
+		m.DeliveryDuration.WithLabelValues(name)
+		m.DeadLetters.WithLabelValues(name)
+		m.PendingDeliveries.WithLabelValues(name)
+	}
+}

@@ -116,6 +116,7 @@ func (s *Server) Start(ctx context.Context) (err error) {
 		ReadHeaderTimeout: 10 * time.Second,
 		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
 	}
+	s.metrics.initLabels(cfg)
 	go s.serve(s.ingestSrv, s.ingestLn)
 	go s.serve(s.adminSrv, s.adminLn)
 	s.metrics.ConfigReloadOK.Set(1)
@@ -190,6 +191,7 @@ func (s *Server) apply(ctx context.Context, cfg *Config) error {
 	}
 	s.ingest.routes.Store(routes)
 	s.cfg.Store(cfg)
+	s.metrics.initLabels(cfg)
 	return nil
 }
 

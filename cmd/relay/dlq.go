@@ -94,7 +94,7 @@ func dlqCommand() *cobra.Command {
 		Short: "List dead letters, newest first",
 		Args:  noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			var all []deadLetter
+			all := []deadLetter{}
 			q := url.Values{}
 			if sink != "" {
 				q.Set("sink", sink)

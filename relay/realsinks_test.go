@@ -1,0 +1,173 @@
+package relay
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	svix "github.com/svix/svix-webhooks/go"
+
+	"github.com/relay-dev/relay/sinks"
+	"github.com/relay-dev/relay/sinks/file"
+	"github.com/relay-dev/relay/sinks/httpsink"
+	"github.com/relay-dev/relay/sinks/slack"
+)
+
+// realRegistry has the sink types the relay ships.
+func realRegistry() *sinks.Registry {
+	var reg sinks.Registry
+	reg.Register("slack", slack.Type)
+	reg.Register("http", httpsink.Type)
+	reg.Register("file", file.Type)
+	return &reg
+}
+
+func startRealHarness(t *testing.T, yaml string) *harness {
+	t.Helper()
+	path := writeConfig(t, yaml)
+	cfg, err := LoadConfig(path, LoadOptions{Environ: []string{}, Registry: realRegistry()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := New(cfg, Options{Registry: realRegistry(), ConfigPath: path, Environ: []string{}, Logger: newTestLogger(t)})
+	if err := srv.Start(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = srv.Stop(t.Context()) })
+	wh, _ := svix.NewWebhook(testSecret)
+	return &harness{t: t, srv: srv, path: path, wh: wh}
+}
+
+// capture is an HTTP receiver that records requests and answers with the
+// next planned response (200 once the plan is used up).
+type capture struct {
+	mu   sync.Mutex
+	reqs []*http.Request
+	body [][]byte
+	plan []func(w http.ResponseWriter)
+	got  chan struct{}
+}
+
+func newCapture(plan ...func(w http.ResponseWriter)) (*capture, *httptest.Server) {
+	c := &capture{plan: plan, got: make(chan struct{}, 100)}
+	srv := httptest.NewServer(c)
+	return c, srv
+}
+
+func (c *capture) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	b, _ := io.ReadAll(r.Body)
+	c.mu.Lock()
+	c.reqs = append(c.reqs, r)
+	c.body = append(c.body, b)
+	var answer func(http.ResponseWriter)
+	if len(c.plan) > 0 {
+		answer, c.plan = c.plan[0], c.plan[1:]
+	}
+	c.mu.Unlock()
+	if answer != nil {
+		answer(w)
+	}
+	c.got <- struct{}{}
+}
+
+func (c *capture) wait(t *testing.T, n int) {
+	t.Helper()
+	for i := 0; i < n; i++ {
+		select {
+		case <-c.got:
+		case <-time.After(15 * time.Second):
+			t.Fatalf("got %d requests, want %d", i, n)
+		}
+	}
+}
+
+func unavailable(w http.ResponseWriter) {
+	w.Header().Set("Retry-After", "1")
+	w.WriteHeader(http.StatusServiceUnavailable)
+}
+
+// TestRealSinks delivers one event to each sink type the relay ships, with
+// an HTTP receiver that fails twice with 503 and Retry-After: 1 first.
+func TestRealSinks(t *testing.T) {
+	api, apiSrv := newCapture(unavailable, unavailable)
+	defer apiSrv.Close()
+	hook, hookSrv := newCapture()
+	defer hookSrv.Close()
+	dir := t.TempDir()
+	archive := filepath.Join(dir, "archive.jsonl")
+	yaml := fmt.Sprintf(`
+server:
+  listen: "127.0.0.1:0"
+  admin_listen: "127.0.0.1:0"
+storage:
+  dir: %s/data
+sources:
+  recall:
+    secrets: [%s]
+sinks:
+  api:
+    type: http
+    url: %s/events
+    signing_secret: %s
+  alerts:
+    type: slack
+    webhook_url: %s/services/T0/B0/XXX
+  archive:
+    type: file
+    path: %s
+rules:
+  - name: zoom
+    when: sub_code startsWith "zoom_"
+    sinks: [alerts]
+  - name: all
+    when: "true"
+    sinks: [api, archive]
+`, dir, testSecret, apiSrv.URL, oldSecret, hookSrv.URL, archive)
+	h := startRealHarness(t, yaml)
+	start := time.Now()
+	h.mustAccept("msg_real", sampleBody)
+
+	hook.wait(t, 1)
+	var msg map[string]any
+	if err := json.Unmarshal(hook.body[0], &msg); err != nil || msg["blocks"] == nil {
+		t.Errorf("slack: got %s, want a Block Kit message", hook.body[0])
+	}
+
+	api.wait(t, 3)
+	if elapsed := time.Since(start); elapsed < 2*time.Second {
+		t.Errorf("three attempts within %s: Retry-After: 1 was not honoured", elapsed)
+	}
+	last := api.reqs[2]
+	if got := string(api.body[2]); got != sampleBody {
+		t.Errorf("http: body %q, want the original bytes", got)
+	}
+	if got := last.Header.Get("Idempotency-Key"); got != "msg_real" {
+		t.Errorf("http: Idempotency-Key %q, want msg_real", got)
+	}
+	wh, _ := svix.NewWebhook(oldSecret)
+	if err := wh.Verify(api.body[2], last.Header); err != nil {
+		t.Errorf("http: forwarded signature does not verify: %v", err)
+	}
+
+	eventually(t, 10*time.Second, "the archive line", func() bool {
+		b, _ := os.ReadFile(archive)
+		return strings.Contains(string(b), `"msg_id":"msg_real"`)
+	})
+	b, _ := os.ReadFile(archive)
+	if !strings.Contains(string(b), sampleBody) {
+		t.Errorf("file: payload not embedded verbatim: %s", b)
+	}
+	eventually(t, 5*time.Second, "delivered and retried counted", func() bool {
+		m := h.scrape()
+		return strings.Contains(m, `relay_deliveries_total{outcome="retried",sink="api"} 2`) &&
+			strings.Contains(m, `relay_deliveries_total{outcome="delivered",sink="api"} 1`)
+	})
+}
