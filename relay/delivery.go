@@ -213,8 +213,9 @@ func (w *worker) deliver(msg jetstream.Msg, ruleNames []string) {
 		return
 	}
 	if w.sendCtx.Err() != nil {
-		// Shutting down past the grace period: leave the delivery pending;
-		// it is redelivered after the next start.
+		// Cut off by the end of the shutdown grace: hand it back at once so
+		// that the next start delivers it without waiting for ack_wait.
+		_ = msg.Nak()
 		return
 	}
 	first := w.firstFailure(md)
@@ -324,11 +325,17 @@ func (w *worker) deadLetter(msg jetstream.Msg, md *jetstream.MsgMetadata, d sink
 	log.Error("delivery dead-lettered", "sink", w.name, "reason", oneLine(reason, 512))
 }
 
-// stop stops taking messages and waits for the deliveries in flight until
-// ctx is done; then it cancels them (they stay pending in the store).
+// stop stops taking messages, lets the ones already fetched start, and waits
+// for the deliveries in flight until ctx is done; then it cancels them (they
+// stay queued in the store for the next start).
 func (w *worker) stop(ctx context.Context) {
 	if w.cc != nil {
-		w.cc.Stop()
+		w.cc.Drain()
+		select {
+		case <-w.cc.Closed():
+		case <-ctx.Done():
+			w.cc.Stop()
+		}
 	}
 	done := make(chan struct{})
 	go func() { w.inflight.Wait(); close(done) }()

@@ -152,3 +152,73 @@ func TestSlowSinkDoesNotDelayAnother(t *testing.T) {
 }
 
 func u64(n uint64) string { return strconvU(n) }
+
+// TestStopLeavesQueued: a delivery still in flight when the shutdown grace
+// ends stays queued and is delivered by the next start (within ack_wait).
+func TestStopLeavesQueued(t *testing.T) {
+	tr := &testRegistry{}
+	started := make(chan struct{}, 1)
+	tr.set("a", func(ctx context.Context, d sinks.Delivery) error {
+		started <- struct{}{}
+		<-ctx.Done() // hangs until the grace runs out
+		return ctx.Err()
+	})
+	dir := t.TempDir()
+	yaml := strings.Replace(testServerConfig(dir, onlyB), "sinks: [b]", "sinks: [a]", 1)
+	yaml = strings.Replace(yaml, "shutdown_grace: 5s", "shutdown_grace: 200ms", 1)
+	path := writeConfig(t, yaml)
+	cfg, err := LoadConfig(path, LoadOptions{Environ: []string{}, Registry: tr.registry()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := New(cfg, Options{Registry: tr.registry(), Logger: newTestLogger(t)})
+	if err := srv.Start(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	h := &harness{t: t, srv: srv, wh: startHarnessWebhook()}
+	h.mustAccept("msg_q", sampleBody)
+	<-started
+	begin := time.Now()
+	if err := srv.Stop(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if took := time.Since(begin); took > 3*time.Second {
+		t.Errorf("stop took %s with a 200ms grace", took)
+	}
+	if err := srv.Stop(context.Background()); err != nil {
+		t.Errorf("second Stop: %v", err)
+	}
+
+	rec := newRecorder()
+	tr.set("a", rec.send)
+	srv = New(cfg, Options{Registry: tr.registry(), Logger: newTestLogger(t)})
+	if err := srv.Start(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Stop(context.Background())
+	if d := rec.wait(t, 15*time.Second); d.MsgID != "msg_q" || d.Attempt != 2 {
+		t.Errorf("after restart: got %s attempt %d, want msg_q attempt 2", d.MsgID, d.Attempt)
+	}
+}
+
+func TestReadyz(t *testing.T) {
+	h := startHarness(t, nil, testServerConfig(t.TempDir(), twoRules))
+	if code := h.admin(http.MethodGet, "/readyz", nil); code != 200 {
+		t.Errorf("readyz: got %d, want 200", code)
+	}
+	if code := h.admin(http.MethodGet, "/healthz", nil); code != 200 {
+		t.Errorf("healthz: got %d, want 200", code)
+	}
+	h.srv.ingest.draining.Store(true)
+	if code := h.admin(http.MethodGet, "/readyz", nil); code != 503 {
+		t.Errorf("readyz while draining: got %d, want 503", code)
+	}
+	h.srv.ingest.draining.Store(false)
+	h.srv.store.nc.Close() // the store is gone
+	if code := h.admin(http.MethodGet, "/readyz", nil); code != 503 {
+		t.Errorf("readyz without a store: got %d, want 503", code)
+	}
+	if code, _ := h.post("msg_x", sampleBody); code != 503 {
+		t.Errorf("ingest without a store: got %d, want 503", code)
+	}
+}

@@ -113,7 +113,7 @@ func TestDryRun(t *testing.T) {
 			wantRules:      []string{"archive-everything"},
 			wantDeliveries: map[string][]string{"archive": {"archive-everything"}},
 			wantOrder:      []string{"archive"},
-			wantRuleErrors: []string{"broken: cannot fetch key from <nil> (1:45)"},
+			wantRuleErrors: []string{"broken: cannot fetch key from <nil> (1:46)"},
 		},
 		{
 			name:      "preview failure is reported on its delivery",
@@ -215,11 +215,14 @@ func TestDryRunGolden(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	got, err := json.MarshalIndent(res, "", "  ")
-	if err != nil {
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false)
+	enc.SetIndent("", "  ")
+	if err := enc.Encode(res); err != nil {
 		t.Fatal(err)
 	}
-	got = append(bytes.ReplaceAll(got, []byte(archive), []byte("$ARCHIVE_PATH")), '\n')
+	got := bytes.ReplaceAll(buf.Bytes(), []byte(archive), []byte("$ARCHIVE_PATH"))
 	if bytes.Contains(got, []byte("s3cr3t")) {
 		t.Errorf("the result shows a secret:\n%s", got)
 	}
@@ -324,10 +327,10 @@ func TestRunCases(t *testing.T) {
 					"event: open " + filepath.Join(dryRunDir, "no-such-event.json") + ": no such file or directory",
 				},
 				"bad override":  {"set: event.kind: event: not an object"},
-				"rule error":    {`rule error: broken: cannot fetch key from <nil> (1:45)`},
+				"rule error":    {`rule error: broken: cannot fetch key from <nil> (1:46)`},
 				"not an object": {"event: decode body: not a JSON object"},
 				"preview fails": {
-					`sink strict: preview failed: render template: template: strict:1:21: executing "strict" at <.payload.data.data.sub_code>: invalid value; expected string`,
+					`sink strict: preview failed: render template: template: strict:1:39: executing "strict" at <.payload.data.data.sub_code>: wrong type for value; expected string; got interface {}`,
 				},
 			},
 		},

@@ -195,3 +195,8 @@ func eventually(t *testing.T, timeout time.Duration, what string, cond func() bo
 }
 
 func testLogger(t *testing.T) *slogLogger { return newTestLogger(t) }
+
+func startHarnessWebhook() *svix.Webhook {
+	wh, _ := svix.NewWebhook(testSecret)
+	return wh
+}
