@@ -508,46 +508,12 @@ func decodeErrors(err error) []error {
 	for _, e := range flatten(err) {
 		var de *mapstructure.DecodeError
 		if errors.As(e, &de) {
-			out = append(out, fmt.Errorf("%s: %s", configPath(de.Name()), describeValueError(de.Unwrap())))
+			out = append(out, fmt.Errorf("%s: %s", configPath(de.Name()), sinks.DescribeValueError(de.Unwrap())))
 			continue
 		}
-		out = append(out, errors.New("config: "+describeValueError(e)))
+		out = append(out, errors.New("config: "+sinks.DescribeValueError(e)))
 	}
 	return out
-}
-
-func describeValueError(err error) string {
-	var pe *mapstructure.ParseError
-	var ue *mapstructure.UnconvertibleTypeError
-	switch {
-	case errors.As(err, &pe):
-		return "invalid " + typeWord(pe.Expected.Type().String())
-	case errors.As(err, &ue):
-		return "invalid " + typeWord(ue.Expected.Type().String())
-	case strings.Contains(err.Error(), "time: "):
-		return "invalid duration (want Go syntax such as 250ms, 10s, 5m)"
-	}
-	return "invalid value"
-}
-
-func typeWord(t string) string {
-	switch {
-	case t == "time.Duration":
-		return "duration (want Go syntax such as 250ms, 10s, 5m)"
-	case strings.HasPrefix(t, "int"), strings.HasPrefix(t, "uint"):
-		return "integer"
-	case strings.HasPrefix(t, "float"):
-		return "number"
-	case t == "bool":
-		return "boolean"
-	case t == "string":
-		return "value (want a string)"
-	case strings.HasPrefix(t, "[]"):
-		return "value (want a list)"
-	case strings.HasPrefix(t, "map"), strings.HasPrefix(t, "struct"):
-		return "value (want a mapping)"
-	}
-	return "value"
 }
 
 var mapKeyPattern = regexp.MustCompile(`\[([^\]0-9][^\]]*)\]`)

@@ -44,7 +44,7 @@ func DecodeOptions(options map[string]any, out any) error {
 			continue
 		}
 		if err := dec.Decode(map[string]any{k: options[k]}); err != nil {
-			errs = append(errs, fmt.Errorf("%s: %s", k, describeDecodeError(err)))
+			errs = append(errs, fmt.Errorf("%s: %s", k, DescribeValueError(err)))
 		}
 	}
 	return errors.Join(errs...)
@@ -71,27 +71,41 @@ func structKeys(out any) map[string]bool {
 	return keys
 }
 
-// describeDecodeError turns a mapstructure error into a short reason that
-// does not quote the offending value.
-func describeDecodeError(err error) string {
-	msg := err.Error()
+// DescribeValueError turns a mapstructure decoding error into a short
+// reason ("invalid integer", "invalid duration (...)") that never quotes the
+// offending value, so that secrets cannot leak through config errors.
+func DescribeValueError(err error) string {
+	var pe *mapstructure.ParseError
+	var ue *mapstructure.UnconvertibleTypeError
 	switch {
-	case strings.Contains(msg, "time: invalid duration"), strings.Contains(msg, "time: missing unit"), strings.Contains(msg, "time: unknown unit"):
-		return "invalid duration (want Go syntax such as 250ms, 10s, 5m)"
-	case strings.Contains(msg, "expected type 'bool'"), strings.Contains(msg, "cannot parse") && strings.Contains(msg, "as bool"):
-		return "invalid boolean"
-	case strings.Contains(msg, "expected type 'int"), strings.Contains(msg, "as int"), strings.Contains(msg, "as uint"):
-		return "invalid integer"
-	case strings.Contains(msg, "expected type 'float"), strings.Contains(msg, "as float"):
-		return "invalid number"
-	case strings.Contains(msg, "expected a map"), strings.Contains(msg, "expected type 'map"):
-		return "must be a mapping"
-	case strings.Contains(msg, "source data must be an array or slice"), strings.Contains(msg, "expected type '[]"):
-		return "must be a list"
-	case strings.Contains(msg, "expected type 'string'"), strings.Contains(msg, "expected type 'sinks.Secret'"):
-		return "must be a string"
+	case errors.As(err, &pe):
+		return "invalid " + typeWord(pe.Expected.Type())
+	case errors.As(err, &ue):
+		return "invalid " + typeWord(ue.Expected.Type())
+	case strings.Contains(err.Error(), "time: "):
+		return "invalid " + typeWord(reflect.TypeFor[time.Duration]())
 	}
 	return "invalid value"
+}
+
+func typeWord(t reflect.Type) string {
+	switch {
+	case t == reflect.TypeFor[time.Duration]():
+		return "duration (want Go syntax such as 250ms, 10s, 5m)"
+	case t.Kind() >= reflect.Int && t.Kind() <= reflect.Uint64:
+		return "integer"
+	case t.Kind() == reflect.Float32 || t.Kind() == reflect.Float64:
+		return "number"
+	case t.Kind() == reflect.Bool:
+		return "boolean"
+	case t.Kind() == reflect.String:
+		return "value (want a string)"
+	case t.Kind() == reflect.Slice:
+		return "value (want a list)"
+	case t.Kind() == reflect.Map || t.Kind() == reflect.Struct:
+		return "value (want a mapping)"
+	}
+	return "value"
 }
 
 // ParseRate parses a rate such as "1/s", "30/m", "2/1s" or "10/500ms" into

@@ -1,0 +1,307 @@
+// Package httpsink delivers events to any HTTP endpoint (config type
+// "http").
+//
+// By default the request body is the event's original body, byte for byte,
+// sent as application/json; a body_template replaces it. Every request
+// carries Idempotency-Key (the svix message id) and User-Agent
+// (sinks.UserAgent); with a signing_secret it is also signed the Standard
+// Webhooks / Svix way (webhook-id, webhook-timestamp, webhook-signature), so
+// receivers can verify it with any Svix library.
+//
+// One Send is one request. Redirects are not followed. A 2xx response is a
+// delivery; 408, 425, 429, 5xx and network failures are retryable (honouring
+// Retry-After); every other status is permanent. The URL's credentials,
+// header values and the signing secret never appear in errors.
+package httpsink
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	svix "github.com/svix/svix-webhooks/go"
+
+	"github.com/relay-dev/relay/sinks"
+)
+
+// Type registers the sink: reg.Register("http", httpsink.Type).
+var Type = sinks.Type{New: New, Concurrency: 0}
+
+var (
+	_ sinks.Sink      = (*Sink)(nil)
+	_ sinks.Previewer = (*Sink)(nil)
+)
+
+// Options are the sink's config keys.
+type Options struct {
+	// URL is the endpoint, http or https; required. It may carry credentials
+	// (https://user:pass@host), which are sent as basic auth and redacted in
+	// errors.
+	URL string `yaml:"url"`
+	// Method is the request method; default POST.
+	Method string `yaml:"method"`
+	// Headers are extra request headers. Their values are treated as secrets.
+	// They may override Content-Type and User-Agent, not Idempotency-Key or
+	// the signature headers.
+	Headers map[string]string `yaml:"headers"`
+	// Timeout bounds one request, response body included; default 10s.
+	Timeout time.Duration `yaml:"timeout"`
+	// BodyTemplate, when set, is a Go text/template over the delivery's Data
+	// whose output is the request body (see sinks.ParseTemplate).
+	BodyTemplate string `yaml:"body_template"`
+	// SigningSecret, when set, is a Svix signing secret ("whsec_" + base64)
+	// used to sign each request.
+	SigningSecret sinks.Secret `yaml:"signing_secret"`
+}
+
+// Sink is an HTTP sink. Safe for concurrent use.
+type Sink struct {
+	url     *url.URL
+	safeURL string // url for messages: credentials and query redacted
+	method  string
+	headers http.Header // config headers
+	secrets []string    // header values and URL credentials, for sinks.Redact
+	tmpl    *sinks.Template
+	signer  *svix.Webhook
+	client  *http.Client
+	now     func() time.Time
+}
+
+// New builds an HTTP sink from its config options. Each problem is reported
+// as "<key>: <problem>", joined with errors.Join; no secret is ever quoted.
+func New(name string, options map[string]any) (sinks.Sink, error) {
+	o := Options{Method: http.MethodPost, Timeout: 10 * time.Second}
+	s := &Sink{now: time.Now}
+	// Report decoding and validation problems together; a key that failed
+	// to decode keeps its default.
+	var errs []error
+	err := sinks.DecodeOptions(options, &o)
+	if err != nil {
+		errs = append(errs, err)
+	}
+
+	switch u, perr := url.Parse(o.URL); {
+	case o.URL == "":
+		errs = append(errs, errors.New("url: required"))
+	case perr != nil: // perr quotes the URL: never show it
+		errs = append(errs, errors.New("url: invalid URL"))
+	case u.Scheme != "http" && u.Scheme != "https":
+		errs = append(errs, errors.New("url: scheme must be http or https"))
+	case u.Host == "":
+		errs = append(errs, errors.New("url: host required"))
+	default:
+		s.url = u
+		s.safeURL = sinks.RedactURL(u)
+		if u.User != nil {
+			s.secrets = append(s.secrets, u.User.Username())
+			if p, ok := u.User.Password(); ok {
+				s.secrets = append(s.secrets, p)
+			}
+		}
+		if u.RawQuery != "" {
+			s.secrets = append(s.secrets, u.RawQuery)
+		}
+	}
+
+	s.method = strings.ToUpper(strings.TrimSpace(o.Method))
+	if !validToken(s.method) {
+		errs = append(errs, errors.New("method: invalid HTTP method"))
+	}
+
+	s.headers = make(http.Header)
+	for _, k := range sortedKeys(o.Headers) {
+		switch {
+		case !validToken(k):
+			errs = append(errs, fmt.Errorf("headers: invalid header name %q", k))
+			continue
+		case reserved[http.CanonicalHeaderKey(k)]:
+			errs = append(errs, fmt.Errorf("headers: %s is set by the sink", http.CanonicalHeaderKey(k)))
+			continue
+		case strings.ContainsAny(o.Headers[k], "\r\n\x00"):
+			errs = append(errs, fmt.Errorf("headers: invalid value for %s", http.CanonicalHeaderKey(k)))
+			continue
+		}
+		s.headers.Set(k, o.Headers[k])
+		if v := strings.TrimSpace(o.Headers[k]); len(v) >= 4 {
+			s.secrets = append(s.secrets, v)
+		}
+	}
+
+	if o.Timeout <= 0 {
+		errs = append(errs, errors.New("timeout: must be positive"))
+	}
+
+	if o.BodyTemplate != "" {
+		if s.tmpl, err = sinks.ParseTemplate(name, o.BodyTemplate); err != nil {
+			errs = append(errs, fmt.Errorf("body_template: %w", err))
+		}
+	}
+
+	if o.SigningSecret != "" {
+		key := strings.TrimPrefix(o.SigningSecret.Reveal(), "whsec_")
+		wh, werr := svix.NewWebhook(o.SigningSecret.Reveal())
+		if werr != nil || key == "" {
+			errs = append(errs, errors.New("signing_secret: invalid (want whsec_ followed by base64)"))
+		} else {
+			s.signer = wh
+			s.secrets = append(s.secrets, o.SigningSecret.Reveal(), key)
+		}
+	}
+
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
+	}
+	s.client = &http.Client{
+		Timeout: o.Timeout,
+		CheckRedirect: func(*http.Request, []*http.Request) error {
+			return http.ErrUseLastResponse // a 3xx is an answer, and permanent
+		},
+		Transport: http.DefaultTransport.(*http.Transport).Clone(),
+	}
+	return s, nil
+}
+
+// reserved headers are always set by the sink itself.
+var reserved = map[string]bool{
+	"Idempotency-Key":   true,
+	"Webhook-Id":        true,
+	"Webhook-Timestamp": true,
+	"Webhook-Signature": true,
+	"Content-Length":    true,
+	"Host":              true,
+}
+
+// Send makes one request for d. See the package documentation for how the
+// response is classified.
+func (s *Sink) Send(ctx context.Context, d sinks.Delivery) error {
+	req, err := s.request(ctx, d, s.now())
+	if err != nil {
+		return err
+	}
+	resp, err := s.client.Do(req)
+	if err != nil {
+		return sinks.Redact(sinks.TransportError(s.method, s.safeURL, err), s.secrets...)
+	}
+	defer resp.Body.Close()
+	body := ""
+	if resp.StatusCode < 200 || resp.StatusCode > 299 {
+		body = sinks.ReadErrorBody(resp.Body)
+	}
+	// Drain a little so the connection can be reused.
+	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
+	err = sinks.ClassifyStatus(resp.StatusCode, resp.Status, resp.Header, body, s.now())
+	if err != nil {
+		return sinks.Redact(fmt.Errorf("%s %s: %w", strings.ToLower(s.method), s.safeURL, err), s.secrets...)
+	}
+	return nil
+}
+
+// request builds the request for d as of now.
+func (s *Sink) request(ctx context.Context, d sinks.Delivery, now time.Time) (*http.Request, error) {
+	body, err := s.body(d)
+	if err != nil {
+		return nil, err
+	}
+	req, err := http.NewRequestWithContext(ctx, s.method, s.url.String(), bytes.NewReader(body))
+	if err != nil { // unreachable: method and URL were validated
+		return nil, sinks.Permanent(errors.New("build request: invalid method or url"))
+	}
+	req.Header = make(http.Header, len(s.headers)+6)
+	req.Header.Set("Content-Type", "application/json")
+	// sinks.UserAgent is read at Send time so main may set it any time
+	// before the first delivery.
+	req.Header.Set("User-Agent", sinks.UserAgent)
+	for k, v := range s.headers {
+		req.Header[k] = v
+	}
+	if d.MsgID != "" {
+		req.Header.Set("Idempotency-Key", d.MsgID)
+	}
+	if s.signer != nil {
+		sig, err := s.signer.Sign(d.MsgID, now, body)
+		if err != nil {
+			return nil, sinks.Permanent(errors.New("sign request: signing failed"))
+		}
+		req.Header.Set("webhook-id", d.MsgID)
+		req.Header.Set("webhook-timestamp", strconv.FormatInt(now.Unix(), 10))
+		req.Header.Set("webhook-signature", sig)
+	}
+	return req, nil
+}
+
+func (s *Sink) body(d sinks.Delivery) ([]byte, error) {
+	if s.tmpl == nil {
+		return d.Body, nil
+	}
+	out, err := s.tmpl.Render(d.Data)
+	if err != nil {
+		return nil, err
+	}
+	return []byte(out), nil
+}
+
+// Preview shows the request Send would make for d: the URL's credentials
+// and query hidden, the values of configured headers and of the signature
+// redacted.
+func (s *Sink) Preview(d sinks.Delivery) (sinks.Preview, error) {
+	req, err := s.request(context.Background(), d, s.now())
+	if err != nil {
+		return sinks.Preview{}, err
+	}
+	body, _ := io.ReadAll(req.Body)
+	p := sinks.Preview{
+		Kind:    "http",
+		Request: s.method + " " + s.safeURL,
+		Headers: make(map[string]string, len(req.Header)),
+		Body:    string(body),
+	}
+	for k, v := range req.Header {
+		val := strings.Join(v, ", ")
+		if _, fromConfig := s.headers[k]; fromConfig || k == "Webhook-Signature" {
+			val = sinks.Secret(val).String()
+		}
+		p.Headers[k] = val
+	}
+	return p, nil
+}
+
+// Close releases idle connections.
+func (s *Sink) Close(context.Context) error {
+	s.client.CloseIdleConnections()
+	return nil
+}
+
+// validToken reports whether s is a non-empty RFC 9110 token (a method or
+// a header name).
+func validToken(s string) bool {
+	if s == "" {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch {
+		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9':
+		case strings.IndexByte("!#$%&'*+-.^_`|~", c) >= 0:
+		default:
+			return false
+		}
+	}
+	return true
+}
+
+func sortedKeys(m map[string]string) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
+}

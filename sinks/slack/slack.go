@@ -1,0 +1,379 @@
+// Package slack posts events to Slack (config type "slack"), either through
+// an incoming webhook (webhook_url) or through the Web API's
+// chat.postMessage (token + channel), with github.com/slack-go/slack.
+//
+// The default message is a Block Kit alert built from the Recall event (see
+// message.go): a header with the event, the sub-code with its reason and the
+// bot, recording and media ids, their metadata, and a context line with the
+// message id, source and rules. A template option replaces it with plain
+// text. Sends are paced
+// by a token bucket (rate, default one message a second): Send waits its
+// turn, which is pacing, not retrying.
+//
+// One Send is one request; redirects are not followed and slack-go's own
+// retries stay off (they are off by default in slack-go v0.35.0). Errors are
+// classified for the relay: a 429 carries its Retry-After (sinks.RetryAfter);
+// 5xx, network failures and unknown API errors are retryable; an archived or
+// missing channel, revoked credentials, a rejected payload and every other
+// 4xx are permanent. The webhook URL and the token never appear in errors.
+package slack
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+
+	goslack "github.com/slack-go/slack"
+	"golang.org/x/time/rate"
+
+	"github.com/relay-dev/relay/sinks"
+)
+
+// Type registers the sink: reg.Register("slack", slack.Type). One delivery
+// at a time by default keeps messages in order and within Slack's rate
+// limits.
+var Type = sinks.Type{New: New, Concurrency: 1}
+
+var (
+	_ sinks.Sink      = (*Sink)(nil)
+	_ sinks.Previewer = (*Sink)(nil)
+)
+
+// Options are the sink's config keys. Exactly one of WebhookURL and Token
+// is required; Channel goes with Token.
+type Options struct {
+	// WebhookURL is an incoming webhook URL; it is a secret.
+	WebhookURL sinks.Secret `yaml:"webhook_url"`
+	// Token is a bot token (xoxb-...) for chat.postMessage.
+	Token sinks.Secret `yaml:"token"`
+	// Channel is the channel ID or name to post to; required with Token.
+	Channel string `yaml:"channel"`
+	// APIURL is the Web API base URL (tests, Enterprise Grid); default
+	// https://slack.com/api/. A missing trailing slash is added.
+	APIURL string `yaml:"api_url"`
+	// Template, when set, is a Go text/template over the delivery's Data
+	// whose output is the message text (no blocks).
+	Template string `yaml:"template"`
+	// Rate paces messages ("1/s", "20/m"); default "1/s"; "" for no limit.
+	Rate string `yaml:"rate"`
+	// Timeout bounds one request; default 10s.
+	Timeout time.Duration `yaml:"timeout"`
+}
+
+// Sink is a Slack sink. Safe for concurrent use.
+type Sink struct {
+	// Webhook mode.
+	webhookURL string // secret
+	webhookTo  string // webhookURL with its path redacted, for messages
+
+	// Web API mode.
+	api      *goslack.Client
+	token    string // secret
+	channel  string
+	endpoint string // api_url + "chat.postMessage", for messages
+
+	tmpl    *sinks.Template
+	limiter *rate.Limiter // nil: no pacing
+	client  *http.Client
+	now     func() time.Time
+}
+
+// New builds a Slack sink from its config options. Each problem is reported
+// as "<key>: <problem>", joined with errors.Join; no secret is ever quoted.
+func New(name string, options map[string]any) (sinks.Sink, error) {
+	o := Options{Rate: "1/s", Timeout: 10 * time.Second}
+	s := &Sink{now: time.Now}
+	// Report decoding and validation problems together; a key that failed
+	// to decode keeps its default.
+	var errs []error
+	if err := sinks.DecodeOptions(options, &o); err != nil {
+		errs = append(errs, err)
+	}
+
+	webhook, token := o.WebhookURL != "", o.Token != ""
+	switch {
+	case webhook == token:
+		errs = append(errs, errors.New("webhook_url: exactly one of webhook_url or token is required"))
+	case webhook:
+		u, err := url.Parse(o.WebhookURL.Reveal())
+		switch {
+		case err != nil: // err quotes the URL
+			errs = append(errs, errors.New("webhook_url: invalid URL"))
+		case u.Scheme != "https" && u.Scheme != "http", u.Host == "":
+			errs = append(errs, errors.New("webhook_url: want an https URL such as https://hooks.slack.com/services/..."))
+		default:
+			s.webhookURL = o.WebhookURL.Reveal()
+			s.webhookTo = u.Scheme + "://" + u.Host + "/[redacted]"
+		}
+		if o.Channel != "" {
+			errs = append(errs, errors.New("channel: only with token (an incoming webhook posts to its own channel)"))
+		}
+		if o.APIURL != "" {
+			errs = append(errs, errors.New("api_url: only with token"))
+		}
+	case token:
+		s.token = o.Token.Reveal()
+		s.channel = strings.TrimSpace(o.Channel)
+		if s.channel == "" {
+			errs = append(errs, errors.New("channel: required with token"))
+		}
+	}
+
+	apiURL := goslack.APIURL
+	if o.APIURL != "" {
+		u, err := url.Parse(o.APIURL)
+		if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
+			errs = append(errs, errors.New("api_url: want an http or https URL such as https://slack.com/api/"))
+		}
+		apiURL = o.APIURL
+		if !strings.HasSuffix(apiURL, "/") {
+			apiURL += "/" // slack-go appends the method name
+		}
+	}
+
+	if o.Template != "" {
+		t, err := sinks.ParseTemplate(name, o.Template)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("template: %w", err))
+		}
+		s.tmpl = t
+	}
+
+	perSecond, err := sinks.ParseRate(o.Rate)
+	if err != nil {
+		errs = append(errs, fmt.Errorf("rate: %w", err))
+	} else if perSecond > 0 {
+		// Burst 1: messages are spread evenly, never bunched.
+		s.limiter = rate.NewLimiter(rate.Limit(perSecond), 1)
+	}
+
+	if o.Timeout <= 0 {
+		errs = append(errs, errors.New("timeout: must be positive"))
+	}
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
+	}
+
+	s.client = &http.Client{
+		Timeout: o.Timeout,
+		CheckRedirect: func(*http.Request, []*http.Request) error {
+			return http.ErrUseLastResponse // a 3xx is an answer, and permanent
+		},
+		Transport: http.DefaultTransport.(*http.Transport).Clone(),
+	}
+	if token {
+		u, _ := url.Parse(apiURL)
+		s.endpoint = sinks.RedactURL(u) + "chat.postMessage"
+		// No OptionRetry/OptionRetryConfig: slack-go then sends each
+		// request once and the relay owns retries.
+		s.api = goslack.New(s.token, goslack.OptionAPIURL(apiURL), goslack.OptionHTTPClient(s.client))
+	}
+	return s, nil
+}
+
+// Send posts one message for d, after waiting for its turn under the rate.
+func (s *Sink) Send(ctx context.Context, d sinks.Delivery) error {
+	msg, err := s.message(d)
+	if err != nil {
+		return err
+	}
+	if s.limiter != nil {
+		if err := s.limiter.Wait(ctx); err != nil {
+			return fmt.Errorf("slack pacing: %w", err)
+		}
+	}
+	if s.api != nil {
+		return s.postMessage(ctx, msg)
+	}
+	return s.postWebhook(ctx, msg)
+}
+
+// payload is the JSON body of a webhook post and, with Channel, the JSON
+// form of a chat.postMessage call.
+type payload struct {
+	Channel string          `json:"channel,omitempty"`
+	Text    string          `json:"text"`
+	Blocks  []goslack.Block `json:"blocks,omitempty"`
+}
+
+func (s *Sink) message(d sinks.Delivery) (payload, error) {
+	if s.tmpl == nil {
+		return buildMessage(d), nil
+	}
+	text, err := s.tmpl.Render(d.Data)
+	if err != nil {
+		return payload{}, err
+	}
+	if strings.TrimSpace(text) == "" {
+		return payload{}, sinks.Permanent(errors.New("template rendered an empty message"))
+	}
+	return payload{Text: truncate(text, maxText)}, nil
+}
+
+func (s *Sink) postWebhook(ctx context.Context, msg payload) error {
+	body, err := encode(msg)
+	if err != nil {
+		return sinks.Permanent(fmt.Errorf("slack webhook: encode message: %w", err))
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, s.webhookURL, bytes.NewReader(body))
+	if err != nil { // unreachable: the URL was validated; never quote it
+		return sinks.Permanent(errors.New("slack webhook: invalid webhook_url"))
+	}
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("User-Agent", sinks.UserAgent)
+	resp, err := s.client.Do(req)
+	if err != nil {
+		return sinks.Redact(fmt.Errorf("slack webhook: %w", sinks.TransportError(http.MethodPost, s.webhookTo, err)), s.webhookURL)
+	}
+	defer resp.Body.Close()
+	// Slack answers in plain text: "ok", or an error code such as
+	// channel_not_found, no_text, invalid_payload.
+	text := sinks.ReadErrorBody(resp.Body)
+	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
+	if err := sinks.ClassifyStatus(resp.StatusCode, resp.Status, resp.Header, text, s.now()); err != nil {
+		return sinks.Redact(fmt.Errorf("slack webhook: %w", err), s.webhookURL)
+	}
+	return nil
+}
+
+func (s *Sink) postMessage(ctx context.Context, msg payload) error {
+	opts := []goslack.MsgOption{goslack.MsgOptionText(msg.Text, false)}
+	if len(msg.Blocks) > 0 {
+		opts = append(opts, goslack.MsgOptionBlocks(msg.Blocks...))
+	}
+	_, _, err := s.api.PostMessageContext(ctx, s.channel, opts...)
+	return sinks.Redact(s.classifyAPI(err), s.token)
+}
+
+// permanentAPIErrors are chat.postMessage error codes a retry cannot fix.
+var permanentAPIErrors = map[string]bool{
+	"access_denied":                            true,
+	"account_inactive":                         true,
+	"action_prohibited":                        true,
+	"as_user_not_supported":                    true,
+	"cannot_reply_to_message":                  true,
+	"channel_is_archived":                      true,
+	"channel_not_found":                        true,
+	"duplicate_channel_not_found":              true,
+	"ekm_access_denied":                        true,
+	"enterprise_is_restricted":                 true,
+	"invalid_arg_name":                         true,
+	"invalid_arguments":                        true,
+	"invalid_array_arg":                        true,
+	"invalid_auth":                             true,
+	"invalid_blocks":                           true,
+	"invalid_blocks_format":                    true,
+	"invalid_charset":                          true,
+	"invalid_form_data":                        true,
+	"invalid_metadata_format":                  true,
+	"invalid_payload":                          true,
+	"is_archived":                              true,
+	"messages_tab_disabled":                    true,
+	"method_deprecated":                        true,
+	"missing_scope":                            true,
+	"msg_too_long":                             true,
+	"no_permission":                            true,
+	"no_text":                                  true,
+	"not_allowed_token_type":                   true,
+	"not_authed":                               true,
+	"not_in_channel":                           true,
+	"org_login_required":                       true,
+	"restricted_action":                        true,
+	"restricted_action_non_threadable_channel": true,
+	"restricted_action_read_only_channel":      true,
+	"restricted_action_thread_locked":          true,
+	"restricted_action_thread_only_channel":    true,
+	"team_access_not_granted":                  true,
+	"token_expired":                            true,
+	"token_revoked":                            true,
+	"too_many_attachments":                     true,
+	"two_factor_setup_required":                true,
+}
+
+// rateLimitedWait is the wait asked of the relay when the API reports
+// "ratelimited" in its body rather than with a 429 and a Retry-After.
+const rateLimitedWait = time.Second
+
+func (s *Sink) classifyAPI(err error) error {
+	if err == nil {
+		return nil
+	}
+	var (
+		rl   *goslack.RateLimitedError
+		code goslack.StatusCodeError
+		api  goslack.SlackErrorResponse
+		ue   *url.Error
+	)
+	switch {
+	case errors.As(err, &rl):
+		return sinks.RetryAfter(fmt.Errorf("slack chat.postMessage: %w", err), rl.RetryAfter)
+	case errors.As(err, &code):
+		err = fmt.Errorf("slack chat.postMessage: %w", err)
+		if sinks.RetryableStatus(code.Code) {
+			return err
+		}
+		return sinks.Permanent(err)
+	case errors.As(err, &api):
+		err = fmt.Errorf("slack chat.postMessage: %w", err)
+		switch {
+		case api.Err == "ratelimited" || api.Err == "rate_limited":
+			return sinks.RetryAfter(err, rateLimitedWait)
+		case permanentAPIErrors[api.Err]:
+			return sinks.Permanent(err)
+		}
+		return err // internal_error, fatal_error, service_unavailable, unknown codes
+	case errors.As(err, &ue):
+		return fmt.Errorf("slack chat.postMessage: %w", sinks.TransportError(http.MethodPost, s.endpoint, err))
+	}
+	return fmt.Errorf("slack chat.postMessage: %w", err)
+}
+
+// Preview shows the request Send would make for d. In Web API mode the body
+// is the JSON form of the chat.postMessage call (slack-go sends it form
+// encoded); in webhook mode it is the exact request body.
+func (s *Sink) Preview(d sinks.Delivery) (sinks.Preview, error) {
+	msg, err := s.message(d)
+	if err != nil {
+		return sinks.Preview{}, err
+	}
+	p := sinks.Preview{Kind: "slack", Headers: map[string]string{"Content-Type": "application/json"}}
+	if s.api != nil {
+		msg.Channel = s.channel
+		p.Request = http.MethodPost + " " + s.endpoint
+		p.Headers["Authorization"] = "Bearer " + sinks.Secret(s.token).String()
+	} else {
+		p.Request = http.MethodPost + " " + s.webhookTo
+	}
+	body, err := encode(msg)
+	if err != nil {
+		return sinks.Preview{}, fmt.Errorf("encode message: %w", err)
+	}
+	p.Body = string(body)
+	return p, nil
+}
+
+// encode marshals msg as compact JSON, leaving <, > and & unescaped (mrkdwn
+// already escapes them as entities; Slack's own tokens such as <!date^…>
+// stay readable).
+func encode(msg payload) ([]byte, error) {
+	var b bytes.Buffer
+	enc := json.NewEncoder(&b)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(msg); err != nil {
+		return nil, err
+	}
+	return bytes.TrimSuffix(b.Bytes(), []byte("\n")), nil
+}
+
+// Close releases idle connections.
+func (s *Sink) Close(context.Context) error {
+	s.client.CloseIdleConnections()
+	return nil
+}
