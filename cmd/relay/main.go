@@ -55,6 +55,8 @@ func usageErr(format string, args ...any) error {
 var errFailed = &exitError{code: 1, err: errors.New("failed")}
 
 func main() {
+	v, _ := buildVersion()
+	sinks.UserAgent = "relay/" + v
 	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
 }
 
