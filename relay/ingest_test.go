@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"strconv"
@@ -358,4 +359,32 @@ func (readCloser) Close() error { return nil }
 func mustJSON(v any) string {
 	b, _ := json.Marshal(v)
 	return string(b)
+}
+
+// TestIngestLogsNoSecrets: the log lines of accepted and rejected webhooks
+// carry neither the signature, nor a secret, nor the body.
+func TestIngestLogsNoSecrets(t *testing.T) {
+	var logs bytes.Buffer
+	h := newTestIngest(t, &memStore{})
+	h.log = slog.New(slog.NewJSONHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	good := signed(t, testSecret, "msg_1", testNow, sampleBody, "svix")
+	bad := signed(t, testSecret, "msg_2", testNow, sampleBody, "svix")
+	bad.Header.Set("svix-signature", "v1,c2VjcmV0LXNpZ25hdHVyZS12YWx1ZQ==")
+	stale := signed(t, testSecret, "msg_3", testNow.Add(-time.Hour), sampleBody, "svix")
+	for _, r := range []*http.Request{good, bad, stale} {
+		h.ServeHTTP(httptest.NewRecorder(), r)
+	}
+	out := logs.String()
+	if !strings.Contains(out, `"msg":"event accepted"`) || !strings.Contains(out, `"msg":"webhook rejected"`) {
+		t.Fatalf("expected log lines missing:\n%s", out)
+	}
+	for _, leak := range []string{
+		good.Header.Get("svix-signature"), "c2VjcmV0LXNpZ25hdHVyZS12YWx1ZQ==",
+		strings.TrimPrefix(testSecret, "whsec_"), strings.TrimPrefix(oldSecret, "whsec_"),
+		`"zoom_captions_failure"`, // from the body
+	} {
+		if strings.Contains(out, leak) {
+			t.Errorf("logs contain %q:\n%s", leak, out)
+		}
+	}
 }

@@ -197,3 +197,46 @@ func TestMetricsNames(t *testing.T) {
 		}
 	}
 }
+
+// TestRestartWithoutSinkDeadLetters: a sink removed from the config while
+// the relay was stopped still has its queued deliveries dead-lettered.
+func TestRestartWithoutSinkDeadLetters(t *testing.T) {
+	tr := &testRegistry{}
+	tr.set("a", func(context.Context, sinks.Delivery) error { return errBoom })
+	dir := t.TempDir()
+	yaml := strings.Replace(testServerConfig(dir, twoRules), "max_attempts: 3", "max_attempts: 1000", 1)
+	path := writeConfig(t, yaml)
+	cfg, err := LoadConfig(path, LoadOptions{Environ: []string{}, Registry: tr.registry()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := New(cfg, Options{Registry: tr.registry(), Logger: newTestLogger(t)})
+	if err := srv.Start(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	h := &harness{t: t, srv: srv, wh: startHarnessWebhook()}
+	for i := range 3 {
+		h.mustAccept(fmt.Sprintf("msg_o%d", i), sampleBody)
+	}
+	if err := srv.Stop(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+
+	withoutA := strings.NewReplacer("  a:\n    type: fake\n", "", "sinks: [a]", "sinks: [b]", "sinks: [a, b]", "sinks: [b]").Replace(yaml)
+	cfg, err = LoadConfig(writeConfig(t, withoutA), LoadOptions{Environ: []string{}, Registry: tr.registry()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv = New(cfg, Options{Registry: tr.registry(), Logger: newTestLogger(t)})
+	if err := srv.Start(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Stop(context.Background())
+	h.srv = srv
+	eventually(t, 20*time.Second, "3 dead letters for the removed sink", func() bool { return len(h.deadLetters("a")) == 3 })
+	for _, dl := range h.deadLetters("a") {
+		if dl.LastError != "sink removed" || len(dl.Rules) != 2 {
+			t.Errorf("dead letter: got reason %q rules %v", dl.LastError, dl.Rules)
+		}
+	}
+}

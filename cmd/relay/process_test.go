@@ -88,6 +88,12 @@ func (l *lockedBuffer) String() string {
 func startRelay(t *testing.T, dir, config string, env ...string) *relayProcess {
 	t.Helper()
 	cmd := exec.Command(binary(t, "relay"), "serve", "-c", config, "--log-level", "info")
+	return startRelayCmd(t, cmd, dir, env...)
+}
+
+// startRelayCmd starts cmd (a `relay serve`) as startRelay does.
+func startRelayCmd(t *testing.T, cmd *exec.Cmd, dir string, env ...string) *relayProcess {
+	t.Helper()
 	cmd.Dir = dir
 	cmd.Env = append(os.Environ(),
 		"RELAY_SERVER__LISTEN=127.0.0.1:0",
@@ -216,5 +222,54 @@ func TestServeSendSIGTERM(t *testing.T) {
 	}
 	if code := p.stop(syscall.SIGINT, 30*time.Second); code != 0 {
 		t.Fatalf("exit code after SIGINT: got %d, want 0", code)
+	}
+}
+
+// TestReloadSignals: SIGHUP and, with --watch, a change of the file reload
+// the config; a broken file keeps the running one.
+func TestReloadSignals(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and runs the binary")
+	}
+	dir := t.TempDir()
+	config := filepath.Join(dir, "relay.yaml")
+	write := func(rules string) {
+		t.Helper()
+		yaml := fmt.Sprintf(`
+storage:
+  dir: %s/data
+sources:
+  recall:
+    secrets: [whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw]
+sinks:
+  archive:
+    type: file
+    path: %s/archive.jsonl
+rules:
+%s`, dir, dir, rules)
+		if err := os.WriteFile(config, []byte(yaml), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write("  - {name: one, when: \"true\", sinks: [archive]}\n")
+	cmd := exec.Command(binary(t, "relay"), "serve", "-c", config, "--watch")
+	p := startRelayCmd(t, cmd, dir)
+	count := func(msg string) int { return strings.Count(p.logs.String(), `"msg":"`+msg+`"`) }
+
+	write("  - {name: two, when: \"true\", sinks: [archive]}\n")
+	waitFor(t, 20*time.Second, "a reload on file change", func() bool { return count("config reloaded") >= 1 })
+
+	before := count("config reloaded")
+	if err := p.cmd.Process.Signal(syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 20*time.Second, "a reload on SIGHUP", func() bool { return count("config reloaded") > before })
+
+	write("  - {name: broken, when: \"sub_cod\", sinks: [archive]}\n")
+	waitFor(t, 20*time.Second, "a failed reload", func() bool {
+		return strings.Contains(p.logs.String(), "config reload failed; keeping the running config")
+	})
+	if code := p.stop(syscall.SIGTERM, 30*time.Second); code != 0 {
+		t.Fatalf("exit code: %d\n%s", code, p.logs)
 	}
 }
