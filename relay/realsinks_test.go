@@ -171,3 +171,49 @@ rules:
 			strings.Contains(m, `relay_deliveries_total{outcome="delivered",sink="api"} 1`)
 	})
 }
+
+// TestReloadChangedSinkUsesNewSettings: a delivery queued for retry goes to
+// the sink's new URL after a reload.
+func TestReloadChangedSinkUsesNewSettings(t *testing.T) {
+	down := func(w http.ResponseWriter) { w.WriteHeader(http.StatusBadGateway) }
+	old, oldSrv := newCapture(down, down, down, down, down, down, down, down, down, down)
+	defer oldSrv.Close()
+	fresh, freshSrv := newCapture()
+	defer freshSrv.Close()
+	dir := t.TempDir()
+	yaml := func(url string) string {
+		return fmt.Sprintf(`
+server:
+  listen: "127.0.0.1:0"
+  admin_listen: "127.0.0.1:0"
+storage:
+  dir: %s/data
+sources:
+  recall:
+    secrets: [%s]
+retry:
+  max_attempts: 1000
+  initial_interval: 100ms
+  max_interval: 200ms
+sinks:
+  api:
+    type: http
+    url: %s
+rules:
+  - name: all
+    when: "true"
+    sinks: [api]
+`, dir, testSecret, url)
+	}
+	h := startRealHarness(t, yaml(oldSrv.URL))
+	h.mustAccept("msg_moved", sampleBody)
+	old.wait(t, 1)
+	h.rewriteConfig(yaml(freshSrv.URL))
+	if err := h.srv.Reload(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	fresh.wait(t, 1)
+	if got := fresh.reqs[0].Header.Get("Idempotency-Key"); got != "msg_moved" {
+		t.Errorf("new URL got %q, want msg_moved", got)
+	}
+}
