@@ -8,6 +8,10 @@
 // In floor mode (--floor ADDR) it runs a minimal verifying webhook receiver
 // that serves as a performance floor to compare the real relay against.
 //
+// In receive mode (--receive ADDR) it stands in for a sink endpoint: it
+// answers every POST with 200, records the latency since each body's
+// "received_at" and reports it when it stops (see receive.go).
+//
 // Exit codes: 0 when the run completed (non-2xx statuses are reported, not
 // fatal, unless --fail-on-error is given), 1 on a fatal error or when
 // --fail-on-error is set and any request was not 2xx, 2 on a usage error.
@@ -50,6 +54,7 @@ type config struct {
 	floorAddr    string
 	floorFsync   string
 	floorMaxBody int64
+	receiveAddr  string
 }
 
 // stringsFlag is a repeatable string flag.
@@ -94,8 +99,9 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs.StringVar(&cfg.floorAddr, "floor", "", "run the floor server on this address (e.g. 127.0.0.1:0) instead of generating load")
 	fs.StringVar(&cfg.floorFsync, "floor-fsync", "", "floor server: append each accepted body to this file with one fsync per request")
 	fs.Int64Var(&cfg.floorMaxBody, "floor-max-body", 1<<20, "floor server: maximum request body in bytes")
+	fs.StringVar(&cfg.receiveAddr, "receive", "", "run a sink endpoint on this address (e.g. 127.0.0.1:0) recording now - received_at of each POSTed body, until --requests POSTs, --duration or a signal")
 	fs.Usage = func() {
-		fmt.Fprintf(fs.Output(), "usage:\n  relay-load --url URL --secret whsec_... [--events PATH]... (--requests N | --duration D) [--concurrency N] [--rate R] [--json] [--ids-out FILE] [--fail-on-error]\n  relay-load --floor ADDR --secret whsec_... [--floor-fsync FILE]\n\nflags:\n")
+		fmt.Fprintf(fs.Output(), "usage:\n  relay-load --url URL --secret whsec_... [--events PATH]... (--requests N | --duration D) [--concurrency N] [--rate R] [--json] [--ids-out FILE] [--fail-on-error]\n  relay-load --floor ADDR --secret whsec_... [--floor-fsync FILE]\n  relay-load --receive ADDR [--requests N] [--duration D] [--json]\n\nflags:\n")
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
@@ -104,6 +110,15 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	cfg.events = events
 	if fs.NArg() > 0 {
 		return cfg, usageErrorf("unexpected arguments %q", fs.Args())
+	}
+	if cfg.receiveAddr != "" {
+		if cfg.floorAddr != "" || cfg.url != "" {
+			return cfg, usageErrorf("--receive excludes --floor and --url")
+		}
+		if cfg.requests < 0 || cfg.duration < 0 {
+			return cfg, usageErrorf("--requests and --duration must not be negative")
+		}
+		return cfg, nil
 	}
 	if cfg.secret == "" {
 		return cfg, usageErrorf("--secret is required")
@@ -158,6 +173,13 @@ func run(ctx, abort context.Context, args []string, stdout, stderr io.Writer) in
 			fmt.Fprintf(stderr, "relay-load: %v (see -h)\n", err)
 		}
 		return exitUsage
+	}
+	if cfg.receiveAddr != "" {
+		if err := runReceive(ctx, abort, cfg, stdout); err != nil {
+			fmt.Fprintf(stderr, "relay-load: %v\n", err)
+			return exitFatal
+		}
+		return exitOK
 	}
 	if cfg.floorAddr != "" {
 		if err := runFloor(ctx, abort, cfg, stdout); err != nil {
