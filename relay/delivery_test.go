@@ -166,16 +166,8 @@ func TestStopLeavesQueued(t *testing.T) {
 	dir := t.TempDir()
 	yaml := strings.Replace(testServerConfig(dir, onlyB), "sinks: [b]", "sinks: [a]", 1)
 	yaml = strings.Replace(yaml, "shutdown_grace: 5s", "shutdown_grace: 200ms", 1)
-	path := writeConfig(t, yaml)
-	cfg, err := LoadConfig(path, LoadOptions{Environ: []string{}, Registry: tr.registry()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := New(cfg, Options{Registry: tr.registry(), Logger: newTestLogger(t)})
-	if err := srv.Start(t.Context()); err != nil {
-		t.Fatal(err)
-	}
-	h := &harness{t: t, srv: srv, wh: startHarnessWebhook()}
+	srv := startServer(t, tr, yaml)
+	h := newHarness(t, srv)
 	h.mustAccept("msg_q", sampleBody)
 	<-started
 	begin := time.Now()
@@ -191,10 +183,7 @@ func TestStopLeavesQueued(t *testing.T) {
 
 	rec := newRecorder()
 	tr.set("a", rec.send)
-	srv = New(cfg, Options{Registry: tr.registry(), Logger: newTestLogger(t)})
-	if err := srv.Start(t.Context()); err != nil {
-		t.Fatal(err)
-	}
+	srv = startServer(t, tr, yaml)
 	defer srv.Stop(context.Background())
 	if d := rec.wait(t, 15*time.Second); d.MsgID != "msg_q" || d.Attempt != 2 {
 		t.Errorf("after restart: got %s attempt %d, want msg_q attempt 2", d.MsgID, d.Attempt)

@@ -205,16 +205,8 @@ func TestRestartWithoutSinkDeadLetters(t *testing.T) {
 	tr.set("a", func(context.Context, sinks.Delivery) error { return errBoom })
 	dir := t.TempDir()
 	yaml := strings.Replace(testServerConfig(dir, twoRules), "max_attempts: 3", "max_attempts: 1000", 1)
-	path := writeConfig(t, yaml)
-	cfg, err := LoadConfig(path, LoadOptions{Environ: []string{}, Registry: tr.registry()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := New(cfg, Options{Registry: tr.registry(), Logger: newTestLogger(t)})
-	if err := srv.Start(t.Context()); err != nil {
-		t.Fatal(err)
-	}
-	h := &harness{t: t, srv: srv, wh: startHarnessWebhook()}
+	srv := startServer(t, tr, yaml)
+	h := newHarness(t, srv)
 	for i := range 3 {
 		h.mustAccept(fmt.Sprintf("msg_o%d", i), sampleBody)
 	}
@@ -223,14 +215,7 @@ func TestRestartWithoutSinkDeadLetters(t *testing.T) {
 	}
 
 	withoutA := strings.NewReplacer("  a:\n    type: fake\n", "", "sinks: [a]", "sinks: [b]", "sinks: [a, b]", "sinks: [b]").Replace(yaml)
-	cfg, err = LoadConfig(writeConfig(t, withoutA), LoadOptions{Environ: []string{}, Registry: tr.registry()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv = New(cfg, Options{Registry: tr.registry(), Logger: newTestLogger(t)})
-	if err := srv.Start(t.Context()); err != nil {
-		t.Fatal(err)
-	}
+	srv = startServer(t, tr, withoutA)
 	defer srv.Stop(context.Background())
 	h.srv = srv
 	eventually(t, 20*time.Second, "3 dead letters for the removed sink", func() bool { return len(h.deadLetters("a")) == 3 })

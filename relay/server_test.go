@@ -63,22 +63,37 @@ rules:
     sinks: [a, b]
 `
 
-func startHarness(t *testing.T, tr *testRegistry, yaml string) *harness {
+// startServer loads yaml and starts a Server whose sinks come from tr; the
+// caller stops it.
+func startServer(t *testing.T, tr *testRegistry, yaml string) *Server {
 	t.Helper()
-	if tr == nil {
-		tr = &testRegistry{}
-	}
 	path := writeConfig(t, yaml)
 	cfg, err := LoadConfig(path, LoadOptions{Environ: []string{}, Registry: tr.registry()})
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := New(cfg, Options{Registry: tr.registry(), ConfigPath: path, Environ: []string{}, Logger: testLogger(t)})
+	srv := New(cfg, Options{Registry: tr.registry(), ConfigPath: path, Environ: []string{}, Logger: newTestLogger(t)})
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	if err := srv.Start(ctx); err != nil {
 		t.Fatal(err)
 	}
+	return srv
+}
+
+// newHarness wraps a started server; it does not stop it.
+func newHarness(t *testing.T, srv *Server) *harness {
+	wh, _ := svix.NewWebhook(testSecret)
+	return &harness{t: t, srv: srv, path: srv.opts.ConfigPath, wh: wh}
+}
+
+// startHarness starts a server (stopped at the end of the test).
+func startHarness(t *testing.T, tr *testRegistry, yaml string) *harness {
+	t.Helper()
+	if tr == nil {
+		tr = &testRegistry{}
+	}
+	srv := startServer(t, tr, yaml)
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
@@ -86,8 +101,9 @@ func startHarness(t *testing.T, tr *testRegistry, yaml string) *harness {
 			t.Errorf("stop: %v", err)
 		}
 	})
-	wh, _ := svix.NewWebhook(testSecret)
-	return &harness{t: t, srv: srv, tr: tr, path: path, wh: wh}
+	h := newHarness(t, srv)
+	h.tr = tr
+	return h
 }
 
 // post sends a signed event and returns the status code and answer.
@@ -195,8 +211,3 @@ func eventually(t *testing.T, timeout time.Duration, what string, cond func() bo
 }
 
 func testLogger(t *testing.T) *slogLogger { return newTestLogger(t) }
-
-func startHarnessWebhook() *svix.Webhook {
-	wh, _ := svix.NewWebhook(testSecret)
-	return wh
-}

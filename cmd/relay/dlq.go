@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+
+	"github.com/relay-dev/relay/relay"
 )
 
 // adminClient talks to a running relay's admin API.
@@ -56,21 +58,6 @@ func (c *adminClient) do(method, path string, query url.Values) ([]byte, error) 
 	return body, nil
 }
 
-type deadLetter struct {
-	ID             uint64          `json:"id"`
-	MsgID          string          `json:"msg_id"`
-	Source         string          `json:"source"`
-	Sink           string          `json:"sink"`
-	Rules          []string        `json:"rules"`
-	Event          string          `json:"event"`
-	Attempts       int             `json:"attempts"`
-	ReceivedAt     time.Time       `json:"received_at"`
-	FirstAttemptAt time.Time       `json:"first_attempt_at"`
-	LastAttemptAt  time.Time       `json:"last_attempt_at"`
-	LastError      string          `json:"last_error"`
-	Payload        json.RawMessage `json:"payload,omitempty"`
-}
-
 func dlqCommand() *cobra.Command {
 	c := &adminClient{http: &http.Client{Timeout: 30 * time.Second}}
 	cmd := &cobra.Command{
@@ -94,7 +81,7 @@ func dlqCommand() *cobra.Command {
 		Short: "List dead letters, newest first",
 		Args:  noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			all := []deadLetter{}
+			all := []relay.DeadLetter{}
 			q := url.Values{}
 			if sink != "" {
 				q.Set("sink", sink)
@@ -106,8 +93,8 @@ func dlqCommand() *cobra.Command {
 					return err
 				}
 				var page struct {
-					DeadLetters []deadLetter `json:"dead_letters"`
-					NextCursor  string       `json:"next_cursor"`
+					DeadLetters []relay.DeadLetter `json:"dead_letters"`
+					NextCursor  string             `json:"next_cursor"`
 				}
 				if err := json.Unmarshal(body, &page); err != nil {
 					return &exitError{code: 1, err: fmt.Errorf("admin API: %w", err)}
