@@ -1,0 +1,450 @@
+#!/usr/bin/env bash
+# docs/bench.sh — reproduces every load figure of docs/benchmarks.md.
+#
+#   bash docs/bench.sh                     # the full run (about 4 minutes at DURATION=15s)
+#   DURATION=3s MEM_EVENTS=20000 bash docs/bench.sh    # a quick check of the harness
+#   MEASURE="floor relay" bash docs/bench.sh           # a subset
+#
+# It builds relay and relay-load into a temporary directory and, for each
+# measurement, starts the processes it needs on 127.0.0.1 with random ports,
+# drives load, and stops them. Every relay run gets a fresh storage
+# directory. At the end it prints the machine and a markdown table per
+# measurement:
+#
+#   floor   relay-load --floor (svix verify + JSON parse, nothing stored),
+#           closed loop at each concurrency: req/s
+#   fsync   the same with --floor-fsync (append + fsync per request, one
+#           writer at a time): req/s
+#   relay   relay serve with storage.sync 1s and always, closed loop at each
+#           concurrency: accepted events/s (2xx), accept latency p50/p99, and
+#           the deliveries still pending when the load stopped. Config: the
+#           quick-start rules plus an http sink to a relay-load --receive
+#           endpoint, every event archived to a file sink (no fsync) and
+#           forwarded over HTTP.
+#   e2e     the same relay at a steady E2E_RATE events/s (open loop): accept
+#           latency at the sender and end-to-end latency at the receiving
+#           endpoint (its arrival minus the relay's received_at, which the
+#           http sink sends through a body_template)
+#   mem     relay (sync 1s) with one http sink to a dead port, retrying for
+#           a day: MEM_EVENTS events at concurrency 64, then the relay's
+#           VmRSS / VmHWM and relay_pending_deliveries
+#
+# Environment: DURATION (15s), CONCURRENCIES ("1 16 64"), E2E_RATE (1000),
+# MEM_EVENTS (100000), MEM_CONCURRENCY (64), MEASURE ("floor fsync relay e2e
+# mem"), LOG_LEVEL (relay --log-level, info: one log line per event, as
+# deployed), START_TIMEOUT (30 s), DRAIN_TIMEOUT (120 s), KEEP=1 keeps the
+# work directory (logs, reports) and prints its path.
+set -euo pipefail
+
+DURATION=${DURATION:-15s}
+CONCURRENCIES=${CONCURRENCIES:-"1 16 64"}
+E2E_RATE=${E2E_RATE:-1000}
+MEM_EVENTS=${MEM_EVENTS:-100000}
+MEM_CONCURRENCY=${MEM_CONCURRENCY:-64}
+MEASURE=${MEASURE:-"floor fsync relay e2e mem"}
+LOG_LEVEL=${LOG_LEVEL:-info}
+START_TIMEOUT=${START_TIMEOUT:-30}
+DRAIN_TIMEOUT=${DRAIN_TIMEOUT:-120}
+KEEP=${KEEP:-0}
+
+SECRET=whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw # the quick-start demo secret
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+EVENTS=$ROOT/configs/examples/events
+# The http sink's body in the e2e runs: the relay's receive time, to the ns.
+E2E_TEMPLATE='{"received_at":"{{ .received_at.Format "2006-01-02T15:04:05.999999999Z07:00" }}"}'
+
+die() { echo "bench.sh: $*" >&2; exit 1; }
+log() { echo "== $*" >&2; }
+wants() { [[ " $MEASURE " == *" $1 "* ]]; }
+
+for tool in go curl; do
+	command -v "$tool" >/dev/null || die "$tool is required"
+done
+HAVE_JQ=0
+command -v jq >/dev/null && HAVE_JQ=1
+
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/relay-bench.XXXXXX")
+PIDS=()
+
+cleanup() {
+	local pid
+	for pid in "${PIDS[@]}"; do
+		kill -TERM "$pid" 2>/dev/null || true
+	done
+	for pid in "${PIDS[@]}"; do
+		for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+		kill -KILL "$pid" 2>/dev/null || true
+		wait "$pid" 2>/dev/null || true
+	done
+	if [[ $KEEP == 1 ]]; then
+		echo "bench.sh: work directory kept: $WORK" >&2
+	else
+		rm -rf "$WORK"
+	fi
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+# forget PID: drop it from the list of processes to kill on exit.
+forget() {
+	local keep=() p
+	for p in "${PIDS[@]}"; do [[ $p == "$1" ]] || keep+=("$p"); done
+	PIDS=("${keep[@]}")
+}
+
+# stop_proc PID [TIMEOUT_S]: SIGTERM, wait (bounded), then SIGKILL.
+stop_proc() {
+	local pid=$1 timeout=${2:-30} i
+	kill -TERM "$pid" 2>/dev/null || true
+	for ((i = 0; i < timeout * 10; i++)); do
+		kill -0 "$pid" 2>/dev/null || break
+		sleep 0.1
+	done
+	if kill -0 "$pid" 2>/dev/null; then
+		echo "bench.sh: pid $pid did not stop within ${timeout}s; killing it" >&2
+		kill -KILL "$pid" 2>/dev/null || true
+	fi
+	wait "$pid" 2>/dev/null || true
+	forget "$pid"
+}
+
+# jfield FILE KEY: the first value of KEY in the one-line JSON document that
+# is the last line of FILE (keys are unique in relay-load's reports).
+jfield() {
+	local line v
+	line=$(tail -n 1 "$1")
+	if [[ $HAVE_JQ == 1 ]]; then
+		v=$(jq -r --arg k "$2" 'first(.. | objects | select(has($k)) | .[$k]) // empty' <<<"$line")
+	else
+		v=$(grep -o "\"$2\":[^,}]*" <<<"$line" | head -n 1 | cut -d: -f2- | tr -d '"' || true)
+	fi
+	echo "${v:-0}" # omitted (omitempty) counts are 0
+}
+
+# non2xx FILE: the number of responses that were not 2xx in a load report.
+non2xx() {
+	local sent ok
+	sent=$(jfield "$1" sent)
+	ok=$(jfield "$1" ok)
+	echo $((sent - ok))
+}
+
+# wait_listening NAME PID OUTFILE: waits for relay-load's "listening on ADDR"
+# first line and prints ADDR.
+wait_listening() {
+	local name=$1 pid=$2 out=$3 i line
+	for ((i = 0; i < START_TIMEOUT * 10; i++)); do
+		if [[ -s $out ]]; then
+			line=$(head -n 1 "$out")
+			if [[ $line == "listening on "* ]]; then
+				echo "${line#listening on }"
+				return 0
+			fi
+		fi
+		kill -0 "$pid" 2>/dev/null || { cat "$out" "${out%.out}.err" >&2 2>/dev/null; die "$name exited before listening"; }
+		sleep 0.1
+	done
+	die "$name did not print 'listening on' within ${START_TIMEOUT}s"
+}
+
+# start_loadtool NAME ARGS...: runs relay-load ARGS in the background
+# (stdout NAME.out, stderr NAME.err), waits for its address; sets
+# LAST_PID and LAST_ADDR.
+start_loadtool() {
+	local name=$1
+	shift
+	"$BIN/relay-load" "$@" >"$WORK/$name.out" 2>"$WORK/$name.err" &
+	LAST_PID=$!
+	PIDS+=("$LAST_PID")
+	LAST_ADDR=$(wait_listening "$name" "$LAST_PID" "$WORK/$name.out")
+}
+
+# start_relay NAME CONFIG: runs relay serve in the background (logs in
+# NAME.log) and waits for the "relay started" line; sets RELAY_PID,
+# RELAY_INGEST and RELAY_ADMIN.
+start_relay() {
+	local name=$1 config=$2 i line=""
+	local logf=$WORK/$name.log
+	RELAY_SERVER__LISTEN=127.0.0.1:0 RELAY_SERVER__ADMIN_LISTEN=127.0.0.1:0 \
+		"$BIN/relay" serve -c "$config" --log-format json --log-level "$LOG_LEVEL" 2>"$logf" >/dev/null &
+	RELAY_PID=$!
+	PIDS+=("$RELAY_PID")
+	for ((i = 0; i < START_TIMEOUT * 10; i++)); do
+		line=$(grep -m 1 '"msg":"relay started"' "$logf" || true)
+		[[ -n $line ]] && break
+		kill -0 "$RELAY_PID" 2>/dev/null || { cat "$logf" >&2; die "relay ($name) exited before starting"; }
+		sleep 0.1
+	done
+	[[ -n $line ]] || { tail -n 20 "$logf" >&2; die "relay ($name) did not start within ${START_TIMEOUT}s"; }
+	if [[ $HAVE_JQ == 1 ]]; then
+		RELAY_INGEST=$(jq -r .ingest <<<"$line")
+		RELAY_ADMIN=$(jq -r .admin <<<"$line")
+	else
+		RELAY_INGEST=$(sed -n 's/.*"ingest":"\([^"]*\)".*/\1/p' <<<"$line")
+		RELAY_ADMIN=$(sed -n 's/.*"admin":"\([^"]*\)".*/\1/p' <<<"$line")
+	fi
+	[[ $RELAY_INGEST == 127.0.0.1:* && $RELAY_ADMIN == 127.0.0.1:* ]] || die "relay ($name): cannot read its addresses from: $line"
+}
+
+# metric ADMIN NAME: the sum of every series of the metric NAME.
+metric() {
+	local out
+	out=$(curl -fsS --max-time 10 "http://$1/metrics") || die "cannot read http://$1/metrics"
+	awk -v m="$2" '$1 == m || index($1, m "{") == 1 { s += $NF } END { printf "%d\n", s }' <<<"$out"
+}
+
+# load NAME URL ARGS...: runs relay-load against URL with the sample events;
+# the JSON report goes to NAME.json.
+load() {
+	local name=$1 url=$2
+	shift 2
+	"$BIN/relay-load" --url "$url" --secret "$SECRET" --events "$EVENTS" --json "$@" \
+		>"$WORK/$name.json" 2>"$WORK/$name.err" || { cat "$WORK/$name.err" >&2; die "load $name failed"; }
+}
+
+# write_config FILE DIR SYNC SINK_URL [http sink extra YAML lines]: the
+# quick-start config (its rules and a failures file sink) plus an archive
+# file sink (no fsync) and an http sink, both getting every event.
+write_config() {
+	local file=$1 dir=$2 sync=$3 url=$4 extra=${5:-}
+	cat >"$file" <<EOF
+server:
+  listen: "127.0.0.1:0"
+  admin_listen: "127.0.0.1:0"
+  shutdown_grace: 5s
+storage:
+  dir: $dir/jetstream
+  sync: $sync
+  dedupe_window: 24h
+sources:
+  recall:
+    path: /webhooks/recall
+    secrets: [$SECRET]
+    tolerance: 5m
+sinks:
+  archive:
+    type: file
+    path: $dir/events.jsonl
+    fsync: false
+  failures:
+    type: file
+    path: $dir/failures.jsonl
+  endpoint:
+    type: http
+    url: http://$url/hook
+$extra
+rules:
+  - name: zoom-captions-failures
+    when: event == "transcript.failed" && sub_code startsWith "zoom_"
+    sinks: [failures]
+  - name: any-failure
+    when: status == "failed" || event == "bot.fatal"
+    sinks: [failures]
+  - name: archive-and-forward-everything
+    when: "true"
+    sinks: [archive, endpoint]
+EOF
+}
+
+# mb KB: kilobytes as megabytes, one decimal.
+mb() { awk -v k="$1" 'BEGIN { printf "%.1f", k / 1024 }'; }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "n/a" }'; }
+vm() { awk -v k="$2:" '$1 == k { print $2 }' "/proc/$1/status"; }
+
+log "building relay and relay-load"
+BIN=$WORK/bin
+mkdir -p "$BIN"
+(cd "$ROOT" && go build -o "$BIN/" ./cmd/relay ./cmd/relay-load) || die "go build failed"
+[[ -d $EVENTS ]] || die "no sample events in $EVENTS"
+
+declare -A FLOOR FSYNC
+RELAY_ROWS=()
+E2E_ROWS=()
+MEM_ROW=""
+declare -A RELAY_OK
+
+# --- a, b: floors -----------------------------------------------------------
+run_floor() { # KIND (floor|fsync)
+	local kind=$1 c args=()
+	for c in $CONCURRENCIES; do
+		args=(--floor 127.0.0.1:0 --secret "$SECRET")
+		if [[ $kind == fsync ]]; then
+			mkdir -p "$WORK/fsync-$c"
+			args+=(--floor-fsync "$WORK/fsync-$c/store.jsonl")
+		fi
+		start_loadtool "$kind-server-c$c" "${args[@]}"
+		log "$kind c=$c ($DURATION) on $LAST_ADDR"
+		load "$kind-c$c" "http://$LAST_ADDR/webhooks/recall" --concurrency "$c" --duration "$DURATION"
+		stop_proc "$LAST_PID"
+		local rps
+		rps=$(jfield "$WORK/$kind-c$c.json" ok_throughput_rps)
+		if [[ $kind == floor ]]; then FLOOR[$c]=$rps; else FSYNC[$c]=$rps; fi
+		FLOOR_ROWS+=("| $kind | $c | $rps | $(jfield "$WORK/$kind-c$c.json" p50_ms) | $(jfield "$WORK/$kind-c$c.json" p99_ms) | $(non2xx "$WORK/$kind-c$c.json") |")
+	done
+}
+FLOOR_ROWS=()
+wants floor && run_floor floor
+wants fsync && run_floor fsync
+
+# --- c: relay throughput ----------------------------------------------------
+if wants relay; then
+	for sync in 1s always; do
+		for c in $CONCURRENCIES; do
+			name=relay-$sync-c$c
+			dir=$WORK/$name
+			mkdir -p "$dir"
+			start_loadtool "$name-receiver" --receive 127.0.0.1:0
+			recv_pid=$LAST_PID
+			write_config "$dir/relay.yaml" "$dir" "$sync" "$LAST_ADDR"
+			start_relay "$name" "$dir/relay.yaml"
+			log "relay sync=$sync c=$c ($DURATION) on $RELAY_INGEST"
+			load "$name" "http://$RELAY_INGEST/webhooks/recall" --concurrency "$c" --duration "$DURATION"
+			pending=$(metric "$RELAY_ADMIN" relay_pending_deliveries)
+			stop_proc "$RELAY_PID"
+			stop_proc "$recv_pid"
+			f=$WORK/$name.json
+			ok=$(jfield "$f" ok_throughput_rps)
+			RELAY_OK[$sync-$c]=$ok
+			RELAY_ROWS+=("| $sync | $c | $ok | $(jfield "$f" p50_ms) | $(jfield "$f" p99_ms) | $(non2xx "$f") | $pending |")
+			rm -rf "$dir/jetstream"
+		done
+	done
+fi
+
+# --- d: end-to-end latency at a steady rate ---------------------------------
+if wants e2e; then
+	# The template must render: check it with a dry run first.
+	dir=$WORK/e2e-check
+	mkdir -p "$dir"
+	write_config "$dir/relay.yaml" "$dir" 1s 127.0.0.1:9 "    body_template: '$E2E_TEMPLATE'"
+	"$BIN/relay" test -c "$dir/relay.yaml" "$EVENTS/recording.done.json" >"$dir/dryrun.txt" 2>&1 ||
+		{ cat "$dir/dryrun.txt" >&2; die "relay test failed on the e2e config"; }
+	grep -q 'received_at.*2025-01-01T00:00:00Z' "$dir/dryrun.txt" ||
+		{ cat "$dir/dryrun.txt" >&2; die "the e2e body_template does not render received_at"; }
+
+	for sync in 1s always; do
+		name=e2e-$sync
+		dir=$WORK/$name
+		mkdir -p "$dir"
+		start_loadtool "$name-receiver" --receive 127.0.0.1:0 --json
+		recv_pid=$LAST_PID
+		recv_addr=$LAST_ADDR
+		write_config "$dir/relay.yaml" "$dir" "$sync" "$recv_addr" "    body_template: '$E2E_TEMPLATE'"
+		start_relay "$name" "$dir/relay.yaml"
+		log "e2e sync=$sync rate=$E2E_RATE/s ($DURATION) on $RELAY_INGEST"
+		load "$name" "http://$RELAY_INGEST/webhooks/recall" --rate "$E2E_RATE" --concurrency 64 --duration "$DURATION"
+		f=$WORK/$name.json
+		want=$(jfield "$f" ok)
+		got=0
+		for ((i = 0; i < DRAIN_TIMEOUT * 10; i++)); do
+			got=$(curl -fsS --max-time 5 "http://$recv_addr/stats" | grep -o '"received":[0-9]*' | cut -d: -f2 || true)
+			got=${got:-0}
+			((got >= want)) && break
+			sleep 0.1
+		done
+		((got >= want)) || echo "bench.sh: $name: receiver got $got of $want deliveries within ${DRAIN_TIMEOUT}s" >&2
+		stop_proc "$recv_pid"
+		stop_proc "$RELAY_PID"
+		r=$WORK/$name-receiver.out
+		E2E_ROWS+=("| $sync | $E2E_RATE | $(jfield "$f" ok) | $(jfield "$f" missed) | $(non2xx "$f") | $(jfield "$f" p50_ms) | $(jfield "$f" p99_ms) | $(jfield "$r" count) | $(jfield "$r" p50_ms) | $(jfield "$r" p99_ms) | $(jfield "$r" max_ms) |")
+		rm -rf "$dir/jetstream"
+	done
+fi
+
+# --- e: memory with a dead endpoint -----------------------------------------
+if wants mem; then
+	name=mem
+	dir=$WORK/$name
+	mkdir -p "$dir"
+	start_loadtool dead-receiver --receive 127.0.0.1:0
+	dead=$LAST_ADDR
+	stop_proc "$LAST_PID" # now nothing listens there
+	cat >"$dir/relay.yaml" <<EOF
+server:
+  listen: "127.0.0.1:0"
+  admin_listen: "127.0.0.1:0"
+  shutdown_grace: 5s
+storage:
+  dir: $dir/jetstream
+  sync: 1s
+sources:
+  recall:
+    secrets: [$SECRET]
+sinks:
+  endpoint:
+    type: http
+    url: http://$dead/hook
+    retry:
+      max_attempts: 1000
+      max_age: 24h
+rules:
+  - name: forward-everything
+    when: "true"
+    sinks: [endpoint]
+EOF
+	start_relay "$name" "$dir/relay.yaml"
+	sleep 1
+	idle_rss=$(vm "$RELAY_PID" VmRSS)
+	log "mem: $MEM_EVENTS events at concurrency $MEM_CONCURRENCY to a relay whose sink is dead ($dead)"
+	load "$name" "http://$RELAY_INGEST/webhooks/recall" --concurrency "$MEM_CONCURRENCY" --requests "$MEM_EVENTS"
+	sleep 2 # let the failed first attempts settle into their backoff
+	rss=$(vm "$RELAY_PID" VmRSS)
+	hwm=$(vm "$RELAY_PID" VmHWM)
+	pending=$(metric "$RELAY_ADMIN" relay_pending_deliveries)
+	stop_proc "$RELAY_PID"
+	f=$WORK/$name.json
+	MEM_ROW="| $(jfield "$f" ok) | $(jfield "$f" ok_throughput_rps) | $(mb "$idle_rss") | $(mb "$rss") | $(mb "$hwm") | $pending |"
+fi
+
+# --- report -----------------------------------------------------------------
+cpu=$(awk -F': *' '/^model name/ { print $2; exit }' /proc/cpuinfo)
+echo
+echo "## relay benchmarks"
+echo
+echo "- machine: $(nproc) CPUs, ${cpu:-unknown CPU}, $(awk '/^MemTotal/ { printf "%.1f GiB RAM", $2 / 1048576 }' /proc/meminfo), $(uname -sr)"
+echo "- $(go version | cut -d' ' -f3-), $(date -u '+%Y-%m-%d %H:%M UTC')"
+echo "- DURATION=$DURATION, events: configs/examples/events ($(ls "$EVENTS"/*.json | wc -l) files, cycled), relay log level $LOG_LEVEL"
+if ((${#FLOOR_ROWS[@]})); then
+	echo
+	echo "### Floors (relay-load --floor: verify + parse; fsync: + append and fsync per request)"
+	echo
+	echo "| floor | concurrency | req/s | p50 ms | p99 ms | non-2xx |"
+	echo "| --- | ---: | ---: | ---: | ---: | ---: |"
+	printf '%s\n' "${FLOOR_ROWS[@]}"
+fi
+if ((${#RELAY_ROWS[@]})); then
+	echo
+	echo "### Relay throughput (closed loop; file archive + http sink to relay-load --receive)"
+	echo
+	echo "| storage.sync | concurrency | accepted/s | p50 ms | p99 ms | non-2xx | pending deliveries at end |"
+	echo "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"
+	printf '%s\n' "${RELAY_ROWS[@]}"
+	echo
+	echo "| ratio | concurrency | relay/s | floor/s | relay / floor |"
+	echo "| --- | ---: | ---: | ---: | ---: |"
+	for c in 16 64; do
+		if [[ -n ${RELAY_OK[1s-$c]:-} && -n ${FLOOR[$c]:-} ]]; then
+			echo "| sync 1s / floor | $c | ${RELAY_OK[1s-$c]} | ${FLOOR[$c]} | $(ratio "${RELAY_OK[1s-$c]}" "${FLOOR[$c]}") |"
+		fi
+		if [[ -n ${RELAY_OK[always-$c]:-} && -n ${FSYNC[$c]:-} ]]; then
+			echo "| sync always / fsync floor | $c | ${RELAY_OK[always-$c]} | ${FSYNC[$c]} | $(ratio "${RELAY_OK[always-$c]}" "${FSYNC[$c]}") |"
+		fi
+	done
+fi
+if ((${#E2E_ROWS[@]})); then
+	echo
+	echo "### End-to-end latency at a steady rate (open loop; http sink → relay-load --receive)"
+	echo
+	echo "| storage.sync | rate/s | accepted | missed | non-2xx | accept p50 ms | accept p99 ms | delivered | e2e p50 ms | e2e p99 ms | e2e max ms |"
+	echo "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+	printf '%s\n' "${E2E_ROWS[@]}"
+fi
+if [[ -n $MEM_ROW ]]; then
+	echo
+	echo "### Memory with a dead sink (sync 1s, concurrency $MEM_CONCURRENCY, retries for 24h)"
+	echo
+	echo "| events accepted | accepted/s | RSS idle MB | RSS after MB | HWM MB | pending deliveries |"
+	echo "| ---: | ---: | ---: | ---: | ---: | ---: |"
+	echo "$MEM_ROW"
+fi
