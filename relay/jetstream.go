@@ -49,6 +49,13 @@ type jsStore struct {
 	js     jetstream.JetStream
 	events jetstream.Stream
 	dead   jetstream.Stream
+
+	// gsync, with sync: always in embedded mode, makes each accepted event
+	// durable before Append returns, one filesystem sync per group of
+	// concurrent appends. nil when the server syncs every write itself or
+	// syncs on an interval.
+	gsync      *groupSync
+	gsyncClose func() error
 }
 
 var _ Store = (*jsStore)(nil)
@@ -62,6 +69,20 @@ func openJetStream(ctx context.Context, cfg StorageConfig, log *slog.Logger) (*j
 		if err := os.MkdirAll(cfg.Dir, 0o750); err != nil {
 			return nil, fmt.Errorf("storage dir: %w", err)
 		}
+		syncAlways, syncInterval := cfg.SyncAlways, cfg.SyncInterval
+		if cfg.SyncAlways {
+			// Group commit: JetStream's own SyncAlways fsyncs every write,
+			// consumer acks and deletes included, one at a time. Only the
+			// accepted event must be on disk before the 200, so the server
+			// syncs on an interval and Append syncs the filesystem once for
+			// all the appends waiting together.
+			if syncFn, closeFn, err := fsSyncer(cfg.Dir); err == nil {
+				s.gsync, s.gsyncClose = newGroupSync(syncFn), closeFn
+				syncAlways, syncInterval = false, time.Second
+			} else {
+				log.Warn("group commit unavailable; the store fsyncs every write", "err", err)
+			}
+		}
 		s.ns, err = server.NewServer(&server.Options{
 			ServerName:   "relay-embedded",
 			JetStream:    true,
@@ -69,8 +90,8 @@ func openJetStream(ctx context.Context, cfg StorageConfig, log *slog.Logger) (*j
 			DontListen:   true,
 			NoSigs:       true,
 			NoLog:        true,
-			SyncAlways:   cfg.SyncAlways,
-			SyncInterval: cfg.SyncInterval,
+			SyncAlways:   syncAlways,
+			SyncInterval: syncInterval,
 		})
 		if err != nil {
 			return nil, fmt.Errorf("embedded nats: %w", err)
@@ -165,6 +186,12 @@ func (s *jsStore) Append(ctx context.Context, e Event) (bool, error) {
 	if err != nil {
 		return false, fmt.Errorf("%w: %w", ErrStoreUnavailable, err)
 	}
+	if s.gsync != nil {
+		// Also for a duplicate: the first copy may still be unsynced.
+		if err := s.gsync.wait(ctx); err != nil {
+			return false, fmt.Errorf("%w: %w", ErrStoreUnavailable, err)
+		}
+	}
 	return ack.Duplicate, nil
 }
 
@@ -190,6 +217,10 @@ func (s *jsStore) close() {
 	if s.ns != nil {
 		s.ns.Shutdown()
 		s.ns.WaitForShutdown()
+	}
+	if s.gsync != nil {
+		s.gsync.close()
+		_ = s.gsyncClose()
 	}
 }
 

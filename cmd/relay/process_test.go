@@ -255,6 +255,7 @@ rules:
 	cmd := exec.Command(binary(t, "relay"), "serve", "-c", config, "--watch")
 	p := startRelayCmd(t, cmd, dir)
 	count := func(msg string) int { return strings.Count(p.logs.String(), `"msg":"`+msg+`"`) }
+	waitFor(t, 20*time.Second, "the watch to start", func() bool { return count("watching the config file") == 1 })
 
 	write("  - {name: two, when: \"true\", sinks: [archive]}\n")
 	waitFor(t, 20*time.Second, "a reload on file change", func() bool { return count("config reloaded") >= 1 })

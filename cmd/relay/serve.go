@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"sync"
 	"syscall"
 	"time"
 
@@ -56,19 +57,17 @@ func serveCommand() *cobra.Command {
 				return errFailed
 			}
 			if watch {
-				f := file.Provider(configPath)
-				err := f.Watch(func(_ any, err error) {
-					if err != nil {
-						log.Error("config watch", "err", err)
-						return
-					}
+				stopWatch, err := watchConfig(configPath, func() {
 					log.Info("config file changed; reloading", "path", configPath)
 					_ = srv.Reload(context.Background())
+				}, func(err error) {
+					log.Error("config watch stopped; SIGHUP and POST /-/reload still reload", "path", configPath, "err", err)
 				})
 				if err != nil {
 					log.Error("cannot watch the config file", "path", configPath, "err", err)
 				} else {
-					defer func() { _ = f.Unwatch() }()
+					log.Info("watching the config file", "path", configPath)
+					defer stopWatch()
 				}
 			}
 			for {
@@ -101,6 +100,45 @@ func serveCommand() *cobra.Command {
 	cmd.Flags().StringVar(&logFormat, "log-format", "json", "log format: json or text")
 	cmd.Flags().StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	return cmd
+}
+
+// watchDebounce is how long the config file must stay unchanged after a
+// change before it is reloaded: editors and os.WriteFile truncate, then
+// write, and koanf's watcher drops a repeat event within 5ms, so reloading on
+// the first event can read a half-written file.
+const watchDebounce = 250 * time.Millisecond
+
+// watchConfig calls reload once the file at path has changed and then stayed
+// unchanged for watchDebounce, and failed when the watch ends with an error
+// (the file was removed, say). The returned function stops watching.
+func watchConfig(path string, reload func(), failed func(error)) (stop func(), err error) {
+	var mu sync.Mutex
+	var timer *time.Timer
+	f := file.Provider(path)
+	err = f.Watch(func(_ any, err error) {
+		if err != nil {
+			failed(err) // the running config stays
+			return
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		if timer == nil {
+			timer = time.AfterFunc(watchDebounce, reload)
+		} else {
+			timer.Reset(watchDebounce)
+		}
+	})
+	if err != nil {
+		return nil, err
+	}
+	return func() {
+		_ = f.Unwatch()
+		mu.Lock()
+		if timer != nil {
+			timer.Stop()
+		}
+		mu.Unlock()
+	}, nil
 }
 
 func checkCommand() *cobra.Command {

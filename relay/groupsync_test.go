@@ -1,0 +1,92 @@
+package relay
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"testing"
+	"time"
+)
+
+// TestGroupSync: callers that arrive while a sync runs share the next one,
+// and every caller is answered by a sync that started after its call.
+func TestGroupSync(t *testing.T) {
+	release := make(chan error)
+	started := make(chan int, 10)
+	var mu sync.Mutex
+	n := 0
+	g := newGroupSync(func() error {
+		mu.Lock()
+		n++
+		i := n
+		mu.Unlock()
+		started <- i
+		return <-release
+	})
+	defer g.close()
+
+	first := make(chan error, 1)
+	go func() { first <- g.wait(context.Background()) }()
+	if i := <-started; i != 1 {
+		t.Fatalf("sync %d started, want 1", i)
+	}
+	// Ten callers arrive while sync 1 runs: none of them may be answered
+	// by it.
+	const waiters = 10
+	errs := make(chan error, waiters)
+	for range waiters {
+		go func() { errs <- g.wait(context.Background()) }()
+	}
+	waitQueued(t, g, waiters)
+	release <- nil
+	if err := <-first; err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-errs:
+		t.Fatalf("a caller was answered by a sync that started before it: %v", err)
+	default:
+	}
+	if i := <-started; i != 2 {
+		t.Fatalf("sync %d started, want 2", i)
+	}
+	boom := errors.New("disk on fire")
+	release <- boom
+	for range waiters {
+		if err := <-errs; !errors.Is(err, boom) {
+			t.Errorf("got %v, want the sync's error", err)
+		}
+	}
+	if got := g.count(); got != 2 {
+		t.Errorf("%d syncs for 11 callers, want 2", got)
+	}
+}
+
+func TestGroupSyncContextAndClose(t *testing.T) {
+	block := make(chan struct{})
+	g := newGroupSync(func() error { <-block; return nil })
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- g.wait(ctx) }()
+	cancel()
+	if err := <-done; !errors.Is(err, context.Canceled) {
+		t.Errorf("got %v, want context.Canceled", err)
+	}
+	close(block)
+	g.close()
+	if err := g.wait(context.Background()); !errors.Is(err, errGroupSyncClosed) {
+		t.Errorf("after close: got %v, want errGroupSyncClosed", err)
+	}
+}
+
+// waitQueued waits until n requests are queued.
+func waitQueued(t *testing.T, g *groupSync, n int) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for len(g.reqs) < n {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d of %d callers queued", len(g.reqs), n)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
