@@ -2,9 +2,13 @@ package relay
 
 import (
 	"context"
+	"errors"
+	"fmt"
+	"log/slog"
 	"net/http"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -210,4 +214,101 @@ func TestReadyz(t *testing.T) {
 	if code, _ := h.post("msg_x", sampleBody); code != 503 {
 		t.Errorf("ingest without a store: got %d, want 503", code)
 	}
+}
+
+// TestSinkConcurrencyBound: no more deliveries are in flight to a sink
+// than its concurrency.
+func TestSinkConcurrencyBound(t *testing.T) {
+	tr := &testRegistry{}
+	release := make(chan struct{})
+	var mu sync.Mutex
+	inFlight, peak := 0, 0
+	entered := make(chan struct{}, 100)
+	tr.set("b", func(ctx context.Context, d sinks.Delivery) error {
+		mu.Lock()
+		inFlight++
+		peak = max(peak, inFlight)
+		mu.Unlock()
+		entered <- struct{}{}
+		select {
+		case <-release:
+		case <-ctx.Done():
+		}
+		mu.Lock()
+		inFlight--
+		mu.Unlock()
+		return nil
+	})
+	yaml := strings.Replace(testServerConfig(t.TempDir(), onlyB), "  b:\n    type: fake\n", "  b:\n    type: fake\n    concurrency: 2\n", 1)
+	h := startHarness(t, tr, yaml)
+	for i := range 10 {
+		h.mustAccept(fmt.Sprintf("msg_c%d", i), sampleBody)
+	}
+	<-entered
+	<-entered
+	select {
+	case <-entered:
+		t.Fatal("a third delivery started with concurrency 2")
+	case <-time.After(300 * time.Millisecond):
+	}
+	close(release)
+	for range 8 {
+		<-entered
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if peak != 2 {
+		t.Errorf("peak in flight %d, want 2", peak)
+	}
+}
+
+// TestRetryLoggedOncePerErrorText: a sink failing again and again with the
+// same error logs it once, and again only when the text changes.
+func TestRetryLoggedOncePerErrorText(t *testing.T) {
+	tr := &testRegistry{}
+	var calls int
+	rec := newRecorder()
+	tr.set("b", func(ctx context.Context, d sinks.Delivery) error {
+		calls++
+		switch {
+		case calls <= 3:
+			return errBoom
+		case calls == 4:
+			return errors.New("other")
+		}
+		return rec.send(ctx, d)
+	})
+	yaml := strings.Replace(testServerConfig(t.TempDir(), onlyB), "max_attempts: 3", "max_attempts: 10", 1)
+	srv := startServer(t, tr, yaml)
+	defer srv.Stop(context.Background())
+	var logs lockedLog
+	for _, w := range srv.engine.workers {
+		w.log = slog.New(slog.NewJSONHandler(&logs, nil)).With("sink", w.name)
+	}
+	newHarness(t, srv).mustAccept("msg_log", sampleBody)
+	rec.wait(t, 10*time.Second)
+	out := logs.String()
+	if got := strings.Count(out, `"msg":"delivery failed, will retry"`); got != 2 {
+		t.Errorf("%d retry lines for 3 x boom then other, want 2:\n%s", got, out)
+	}
+	if !strings.Contains(out, `"msg":"sink recovered"`) {
+		t.Errorf("no recovery line:\n%s", out)
+	}
+}
+
+type lockedLog struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (l *lockedLog) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedLog) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
 }
