@@ -173,12 +173,7 @@ func (w *worker) deliver(msg jetstream.Msg, ruleNames []string) {
 		Attempt: int(md.NumDelivered),
 	}
 	d.ReceivedAt, _ = time.Parse(time.RFC3339Nano, h.Get(hdrReceivedAt))
-	env, err := rules.NewEnv(d.Body, rules.Meta{Source: d.Source, MsgID: d.MsgID, ReceivedAt: d.ReceivedAt})
-	if err == nil {
-		d.Event = env.Event
-		d.Data = env.Data()
-	}
-	log := w.log.With("msg_id", d.MsgID, "event", d.Event, "attempt", d.Attempt)
+	d.Event = h.Get(hdrEvent)
 
 	var rt *sinkRuntime
 	for {
@@ -187,6 +182,14 @@ func (w *worker) deliver(msg jetstream.Msg, ruleNames []string) {
 			break
 		}
 	}
+	if raw, ok := rt.sink.(sinks.RawSender); !ok || !raw.RawOnly() {
+		// Template data: decode the body (ingest checked it is an object).
+		if env, err := rules.NewEnv(d.Body, rules.Meta{Source: d.Source, MsgID: d.MsgID, ReceivedAt: d.ReceivedAt}); err == nil {
+			d.Event = env.Event
+			d.Data = env.Data()
+		}
+	}
+	log := w.log.With("msg_id", d.MsgID, "event", d.Event, "attempt", d.Attempt)
 	if rt.sink == nil {
 		rt.release()
 		w.deadLetter(msg, md, d, reasonSinkRemoved, log)

@@ -110,7 +110,7 @@ func (h *ingestHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 
 	ev := Event{Source: src.name, MsgID: msgID, Body: body, ReceivedAt: h.now()}
-	eventType, matched := h.route(routes, &ev)
+	matched := h.route(routes, &ev)
 	start := time.Now()
 	dup, err := h.store.Append(r.Context(), ev)
 	if err != nil {
@@ -123,28 +123,27 @@ func (h *ingestHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	status := "accepted"
 	if dup {
 		status = "duplicate"
-		h.log.Info("duplicate event", "source", src.name, "msg_id", msgID, "event", eventType)
+		h.log.Info("duplicate event", "source", src.name, "msg_id", msgID, "event", ev.Type)
 	} else {
 		h.metrics.EventsAccepted.WithLabelValues(src.name).Inc()
 		for _, name := range matched {
 			h.metrics.RuleMatches.WithLabelValues(name).Inc()
 		}
-		h.log.Info("event accepted", "source", src.name, "msg_id", msgID, "event", eventType, "rules", matched)
+		h.log.Info("event accepted", "source", src.name, "msg_id", msgID, "event", ev.Type, "rules", matched)
 	}
 	h.answer(w, src.name, http.StatusOK, acceptBody(msgID, status))
 }
 
-// route evaluates the rules in force over ev and records, per sink, the
-// rules that send ev there. A rule that fails at run time counts as not
-// matched; it is logged and counted.
-func (h *ingestHandler) route(routes *ingestRoutes, ev *Event) (eventType string, matched []string) {
-	if routes.rules == nil {
-		return "", nil
-	}
+// route evaluates the rules in force over ev, sets its type and records,
+// per sink, the rules that send ev there; it returns the matched rules. A
+// rule that fails at run time counts as not matched; it is logged and
+// counted.
+func (h *ingestHandler) route(routes *ingestRoutes, ev *Event) (matched []string) {
 	env, err := rules.NewEnv(ev.Body, rules.Meta{Source: ev.Source, MsgID: ev.MsgID, ReceivedAt: ev.ReceivedAt})
 	if err != nil {
-		return "", nil
+		return nil
 	}
+	ev.Type = env.Event
 	res := routes.rules.Eval(env)
 	for _, re := range res.Errors {
 		h.metrics.RuleErrors.WithLabelValues(re.Rule).Inc()
@@ -158,7 +157,7 @@ func (h *ingestHandler) route(routes *ingestRoutes, ev *Event) (eventType string
 			}
 		}
 	}
-	return env.Event, res.Rules
+	return res.Rules
 }
 
 // verifyError says why a request failed verification. It is logged, never

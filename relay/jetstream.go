@@ -175,6 +175,9 @@ func (s *jsStore) Append(ctx context.Context, e Event) (bool, error) {
 	m.Header.Set(hdrMsgID, e.MsgID)
 	m.Header.Set(hdrSource, e.Source)
 	m.Header.Set(hdrReceivedAt, e.ReceivedAt.UTC().Format(time.RFC3339Nano))
+	if e.Type != "" {
+		m.Header.Set(hdrEvent, e.Type)
+	}
 	if len(e.Route) > 0 {
 		route, err := json.Marshal(e.Route)
 		if err != nil {

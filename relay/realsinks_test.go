@@ -165,6 +165,9 @@ rules:
 	if !strings.Contains(string(b), sampleBody) {
 		t.Errorf("file: payload not embedded verbatim: %s", b)
 	}
+	if !strings.Contains(string(b), `"event":"transcript.failed"`) {
+		t.Errorf("file: the event type, stored at ingest, is missing: %s", b)
+	}
 	eventually(t, 5*time.Second, "delivered and retried counted", func() bool {
 		m := h.scrape()
 		return strings.Contains(m, `relay_deliveries_total{outcome="retried",sink="api"} 2`) &&

@@ -12,6 +12,8 @@ type Event struct {
 	MsgID      string
 	Body       []byte
 	ReceivedAt time.Time
+	// Type is the event's type ("transcript.failed"), "" when it has none.
+	Type string
 	// Route maps each sink the event goes to onto the names of the rules
 	// that sent it there, as decided when the event was accepted.
 	Route map[string][]string

@@ -62,3 +62,10 @@ type Delivery struct {
 	// Attempt counts attempts for this delivery, starting at 1.
 	Attempt int
 }
+
+// RawSender is implemented by sinks that may not read Delivery.Data: when
+// RawOnly reports true, the relay leaves Data nil and does not decode the
+// body for them (it still sets Event, Rules and the rest).
+type RawSender interface {
+	RawOnly() bool
+}

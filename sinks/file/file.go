@@ -39,6 +39,7 @@ var Type = sinks.Type{New: New, Concurrency: 0}
 var (
 	_ sinks.Sink      = (*Sink)(nil)
 	_ sinks.Previewer = (*Sink)(nil)
+	_ sinks.RawSender = (*Sink)(nil)
 )
 
 // Options are the sink's config keys.
@@ -188,6 +189,9 @@ func (s *Sink) sync() error {
 	}
 	return err
 }
+
+// RawOnly reports that the sink never reads Delivery.Data.
+func (s *Sink) RawOnly() bool { return true }
 
 // Preview shows the line Send would append.
 func (s *Sink) Preview(d sinks.Delivery) (sinks.Preview, error) {

@@ -38,6 +38,7 @@ var Type = sinks.Type{New: New, Concurrency: 0}
 var (
 	_ sinks.Sink      = (*Sink)(nil)
 	_ sinks.Previewer = (*Sink)(nil)
+	_ sinks.RawSender = (*Sink)(nil)
 )
 
 // Options are the sink's config keys.
@@ -247,6 +248,10 @@ func (s *Sink) body(d sinks.Delivery) ([]byte, error) {
 	}
 	return []byte(out), nil
 }
+
+// RawOnly reports that the sink reads Delivery.Data only to render a
+// body_template.
+func (s *Sink) RawOnly() bool { return s.tmpl == nil }
 
 // Preview shows the request Send would make for d: the URL's credentials
 // and query hidden, the values of configured headers and of the signature
