@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"net/http"
+	"net/http/pprof"
 	"strconv"
 	"time"
 
@@ -32,6 +33,11 @@ func (s *Server) adminHandler() http.Handler {
 	mux.Handle("POST /api/v1/dlq/replay", s.auth(s.handleDLQReplayAll))
 	mux.Handle("DELETE /api/v1/dlq/{id}", s.auth(s.handleDLQDeleteOne))
 	mux.Handle("DELETE /api/v1/dlq", s.auth(s.handleDLQPurge))
+	// Profiling, for operators chasing CPU or memory (behind the token too).
+	mux.Handle("GET /debug/pprof/", s.auth(pprof.Index))
+	mux.Handle("GET /debug/pprof/profile", s.auth(pprof.Profile))
+	mux.Handle("GET /debug/pprof/trace", s.auth(pprof.Trace))
+	mux.Handle("GET /debug/pprof/symbol", s.auth(pprof.Symbol))
 	mux.Handle("POST /-/reload", s.auth(func(w http.ResponseWriter, r *http.Request) {
 		if err := s.Reload(r.Context()); err != nil {
 			writeJSON(w, http.StatusBadRequest, errorBody("reload failed, running config kept: "+err.Error()))

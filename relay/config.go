@@ -289,6 +289,9 @@ func decodeConfig(k *koanf.Koanf, reg *sinks.Registry) (*Config, error) {
 	}
 	paths := make(map[string]string)
 	for _, name := range sortedKeys(fc.Sources) {
+		if err := validateName(name); err != nil {
+			errs = append(errs, fmt.Errorf("sources.%s: %w", name, err))
+		}
 		s := fc.Sources[name]
 		src := SourceConfig{Path: s.Path, Tolerance: s.Tolerance}
 		if src.Path == "" {
@@ -321,6 +324,9 @@ func decodeConfig(k *koanf.Koanf, reg *sinks.Registry) (*Config, error) {
 	}
 
 	for _, name := range sortedKeys(fc.Sinks) {
+		if err := validateName(name); err != nil {
+			errs = append(errs, fmt.Errorf("sinks.%s: %w", name, err))
+		}
 		sc, sinkErrs := decodeSink(name, fc.Sinks[name], cfg.Retry, reg)
 		errs = append(errs, sinkErrs...)
 		cfg.Sinks[name] = sc
@@ -338,6 +344,17 @@ func decodeConfig(k *koanf.Koanf, reg *sinks.Registry) (*Config, error) {
 		return nil, err
 	}
 	return cfg, nil
+}
+
+var namePattern = regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`)
+
+// validateName checks a source or sink name: it becomes part of NATS subjects
+// and consumer names, so it is limited to letters, digits, "-" and "_".
+func validateName(name string) error {
+	if !namePattern.MatchString(name) {
+		return errors.New(`invalid name (use 1 to 64 letters, digits, "-" or "_")`)
+	}
+	return nil
 }
 
 // validateWebhookSecret accepts "whsec_" followed by non-empty base64. The

@@ -199,6 +199,18 @@ func TestLoadConfigErrors(t *testing.T) {
 			},
 		},
 		{
+			name: "names that cannot be subjects",
+			edit: func(s string) string {
+				s = strings.Replace(s, "  recall:\n", "  \"re call\":\n", 1)
+				s = strings.Replace(s, "sinks:\n  a:\n", "sinks:\n  a.b:\n", 1)
+				return strings.Replace(s, "sinks: [a]", "sinks: [a.b]", 1)
+			},
+			want: []string{
+				`sources.re call: invalid name (use 1 to 64 letters, digits, "-" or "_")`,
+				`sinks.a.b: invalid name (use 1 to 64 letters, digits, "-" or "_")`,
+			},
+		},
+		{
 			name: "unknown sink in a rule",
 			edit: func(s string) string { return strings.Replace(s, "sinks: [a]", "sinks: [a, slak]", 1) },
 			want: []string{`rules[0] (all).sinks[1]: unknown sink "slak"`},
