@@ -160,12 +160,16 @@ func New(name string, options map[string]any) (sinks.Sink, error) {
 	if err := errors.Join(errs...); err != nil {
 		return nil, err
 	}
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	// The default keeps 2 idle connections per host: a sink with a higher
+	// concurrency would dial for most deliveries.
+	tr.MaxIdleConnsPerHost = 64
 	s.client = &http.Client{
 		Timeout: o.Timeout,
 		CheckRedirect: func(*http.Request, []*http.Request) error {
 			return http.ErrUseLastResponse // a 3xx is an answer, and permanent
 		},
-		Transport: http.DefaultTransport.(*http.Transport).Clone(),
+		Transport: tr,
 	}
 	return s, nil
 }
