@@ -128,13 +128,16 @@ func (w *worker) start(ctx context.Context, concurrency int) error {
 
 // setConcurrency updates the consumer's MaxAckPending.
 func (w *worker) setConcurrency(ctx context.Context, n int) error {
-	info := w.cons.CachedInfo()
-	if info != nil && info.Config.MaxAckPending == n {
+	info, err := w.cons.Info(ctx) // fresh: the cached info predates earlier updates
+	if err != nil {
+		return err
+	}
+	if info.Config.MaxAckPending == n {
 		return nil
 	}
 	cfg := info.Config
 	cfg.MaxAckPending = n
-	_, err := w.store.events.UpdateConsumer(ctx, cfg)
+	_, err = w.store.events.UpdateConsumer(ctx, cfg)
 	return err
 }
 

@@ -225,3 +225,27 @@ func TestRestartWithoutSinkDeadLetters(t *testing.T) {
 		}
 	}
 }
+
+// TestReloadConcurrency: a sink's concurrency follows every reload, there
+// and back.
+func TestReloadConcurrency(t *testing.T) {
+	dir := t.TempDir()
+	withConcurrency := func(n int) string {
+		return strings.Replace(testServerConfig(dir, onlyB), "  b:\n    type: fake\n", fmt.Sprintf("  b:\n    type: fake\n    concurrency: %d\n", n), 1)
+	}
+	h := startHarness(t, nil, withConcurrency(4))
+	for _, n := range []int{2, 4, 7} {
+		h.rewriteConfig(withConcurrency(n))
+		if err := h.srv.Reload(t.Context()); err != nil {
+			t.Fatal(err)
+		}
+		w, _ := h.srv.engine.worker("b")
+		info, err := w.cons.Info(t.Context())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := info.Config.MaxAckPending; got != n {
+			t.Errorf("after reload to %d: consumer MaxAckPending %d", n, got)
+		}
+	}
+}
