@@ -239,11 +239,12 @@ func TestReloadConcurrency(t *testing.T) {
 		if err := h.srv.Reload(t.Context()); err != nil {
 			t.Fatal(err)
 		}
-		w, _ := h.srv.engine.worker("b")
-		info, err := w.cons.Info(t.Context())
+		// A handle of its own: the worker's cached info must not be touched.
+		c, err := h.srv.store.events.Consumer(t.Context(), sinkConsumerName("b"))
 		if err != nil {
 			t.Fatal(err)
 		}
+		info := c.CachedInfo()
 		if got := info.Config.MaxAckPending; got != n {
 			t.Errorf("after reload to %d: consumer MaxAckPending %d", n, got)
 		}
