@@ -145,7 +145,14 @@ func (w *worker) setConcurrency(ctx context.Context, n int) error {
 // Events not routed to this sink are acknowledged at once; the others are
 // delivered on their own goroutine (the consumer bounds how many).
 func (w *worker) handle(msg jetstream.Msg) {
-	route := parseRoute(msg.Headers())
+	h := msg.Headers()
+	// Most events are not for most sinks: skip decoding the route when it
+	// cannot name this sink.
+	if !strings.Contains(h.Get(hdrRoute), `"`+w.name+`"`) {
+		_ = msg.Ack()
+		return
+	}
+	route := parseRoute(h)
 	rulesFor, routed := route[w.name]
 	if !routed {
 		_ = msg.Ack()

@@ -1,7 +1,6 @@
 package relay
 
 import (
-	"bytes"
 	"encoding/json"
 	"errors"
 	"io"
@@ -104,13 +103,15 @@ func (h *ingestHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.answer(w, src.name, http.StatusUnauthorized, errorBody("invalid or missing webhook signature"))
 		return
 	}
-	if !isJSONObject(body) {
+	ev := Event{Source: src.name, MsgID: msgID, Body: body, ReceivedAt: h.now()}
+	// Decoding the body for the rules is also the check that it is one
+	// JSON object: the body is parsed once.
+	env, err := rules.NewEnv(ev.Body, rules.Meta{Source: ev.Source, MsgID: ev.MsgID, ReceivedAt: ev.ReceivedAt})
+	if err != nil {
 		h.answer(w, src.name, http.StatusBadRequest, errorBody("body is not a JSON object"))
 		return
 	}
-
-	ev := Event{Source: src.name, MsgID: msgID, Body: body, ReceivedAt: h.now()}
-	matched := h.route(routes, &ev)
+	matched := h.route(routes, env, &ev)
 	start := time.Now()
 	dup, err := h.store.Append(r.Context(), ev)
 	if err != nil {
@@ -134,15 +135,11 @@ func (h *ingestHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	h.answer(w, src.name, http.StatusOK, acceptBody(msgID, status))
 }
 
-// route evaluates the rules in force over ev, sets its type and records,
+// route evaluates the rules in force over ev (decoded as env), sets its type and records,
 // per sink, the rules that send ev there; it returns the matched rules. A
 // rule that fails at run time counts as not matched; it is logged and
 // counted.
-func (h *ingestHandler) route(routes *ingestRoutes, ev *Event) (matched []string) {
-	env, err := rules.NewEnv(ev.Body, rules.Meta{Source: ev.Source, MsgID: ev.MsgID, ReceivedAt: ev.ReceivedAt})
-	if err != nil {
-		return nil
-	}
+func (h *ingestHandler) route(routes *ingestRoutes, env *rules.Env, ev *Event) (matched []string) {
 	ev.Type = env.Event
 	res := routes.rules.Eval(env)
 	for _, re := range res.Errors {
@@ -210,11 +207,6 @@ func readLimited(body io.Reader, limit int64) ([]byte, error) {
 	return b, nil
 }
 
-// isJSONObject reports whether b is one valid JSON object.
-func isJSONObject(b []byte) bool {
-	t := bytes.TrimLeft(b, " \t\r\n")
-	return len(t) > 0 && t[0] == '{' && json.Valid(b)
-}
 
 func (h *ingestHandler) answer(w http.ResponseWriter, source string, code int, body []byte) {
 	h.metrics.IngestRequests.WithLabelValues(source, strconv.Itoa(code)).Inc()
