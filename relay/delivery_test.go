@@ -312,3 +312,52 @@ func (l *lockedLog) String() string {
 	defer l.mu.Unlock()
 	return l.b.String()
 }
+
+// TestDeadLetterPages: the list is newest first and pages with the cursor.
+func TestDeadLetterPages(t *testing.T) {
+	tr := &testRegistry{}
+	tr.set("b", func(context.Context, sinks.Delivery) error { return sinks.Permanent(errBoom) })
+	h := startHarness(t, tr, testServerConfig(t.TempDir(), onlyB))
+	for i := range 5 {
+		h.mustAccept(fmt.Sprintf("msg_p%d", i), sampleBody)
+	}
+	eventually(t, 10*time.Second, "5 dead letters", func() bool { return len(h.deadLetters("b")) == 5 })
+
+	var ids []uint64
+	cursor := ""
+	for pages := 0; ; pages++ {
+		if pages > 5 {
+			t.Fatal("more pages than dead letters")
+		}
+		var page struct {
+			DeadLetters []DeadLetter `json:"dead_letters"`
+			NextCursor  string       `json:"next_cursor"`
+		}
+		if code := h.admin(http.MethodGet, "/api/v1/dlq?limit=2&cursor="+cursor, &page); code != 200 {
+			t.Fatalf("list: %d", code)
+		}
+		if len(page.DeadLetters) > 2 {
+			t.Fatalf("page of %d, want at most 2", len(page.DeadLetters))
+		}
+		for _, dl := range page.DeadLetters {
+			ids = append(ids, dl.ID)
+		}
+		if page.NextCursor == "" {
+			break
+		}
+		cursor = page.NextCursor
+	}
+	if len(ids) != 5 {
+		t.Fatalf("got %d dead letters over the pages, want 5", len(ids))
+	}
+	for i := 1; i < len(ids); i++ {
+		if ids[i] >= ids[i-1] {
+			t.Errorf("not newest first: %v", ids)
+		}
+	}
+	for _, bad := range []string{"limit=0", "limit=5000", "limit=x", "cursor=abc"} {
+		if code := h.admin(http.MethodGet, "/api/v1/dlq?"+bad, nil); code != 400 {
+			t.Errorf("%s: got %d, want 400", bad, code)
+		}
+	}
+}
