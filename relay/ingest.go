@@ -207,7 +207,6 @@ func readLimited(body io.Reader, limit int64) ([]byte, error) {
 	return b, nil
 }
 
-
 func (h *ingestHandler) answer(w http.ResponseWriter, source string, code int, body []byte) {
 	h.metrics.IngestRequests.WithLabelValues(source, strconv.Itoa(code)).Inc()
 	writeJSON(w, code, body)
