@@ -67,16 +67,21 @@ func startCluster(t *testing.T, n int) []*server.Server {
 	}
 	defer nc.Close()
 	js, _ := jetstream.New(nc)
-	deadline := time.Now().Add(30 * time.Second)
+	// Ready means what the test needs: a stream with three replicas can be
+	// placed, i.e. every peer is known to the meta group.
+	deadline := time.Now().Add(60 * time.Second)
 	for {
-		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-		_, err := js.AccountInfo(ctx)
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		_, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "READY_PROBE", Subjects: []string{"ready.probe"}, Replicas: n})
+		if err == nil {
+			err = js.DeleteStream(ctx, "READY_PROBE")
+		}
 		cancel()
 		if err == nil {
 			return servers
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("JetStream cluster not ready after 30s: %v", err)
+			t.Fatalf("JetStream cluster cannot place %d replicas after 60s: %v", n, err)
 		}
 		time.Sleep(100 * time.Millisecond)
 	}

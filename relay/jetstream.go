@@ -124,11 +124,31 @@ func openJetStream(ctx context.Context, cfg StorageConfig, log *slog.Logger) (*j
 		s.close()
 		return nil, fmt.Errorf("jetstream: %w", err)
 	}
-	if err := s.ensureStreams(ctx); err != nil {
+	if err := s.ensureStreamsRetrying(ctx); err != nil {
 		s.close()
 		return nil, err
 	}
 	return s, nil
+}
+
+// ensureStreamsRetrying retries ensureStreams in cluster mode while the
+// cluster cannot place the streams yet (peers still starting or electing a
+// leader), until ctx is done.
+func (s *jsStore) ensureStreamsRetrying(ctx context.Context) error {
+	wait := 250 * time.Millisecond
+	for {
+		err := s.ensureStreams(ctx)
+		if err == nil || s.cfg.URL == "" {
+			return err
+		}
+		s.log.Warn("nats cluster not ready for the streams; retrying", "err", err, "retry_in", wait)
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("%w (gave up: %w)", err, ctx.Err())
+		case <-time.After(wait):
+		}
+		wait = min(2*wait, 5*time.Second)
+	}
 }
 
 func (s *jsStore) ensureStreams(ctx context.Context) error {
