@@ -14,6 +14,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/relay-dev/relay/rules"
 	"github.com/relay-dev/relay/sinks"
@@ -75,6 +76,11 @@ type worker struct {
 	sendCtx    context.Context
 	cancelSend context.CancelFunc
 
+	// The metric series every delivery updates, looked up once.
+	delivered prometheus.Counter
+	retried   prometheus.Counter
+	duration  prometheus.Observer
+
 	mu          sync.Mutex
 	firstFailed map[uint64]time.Time // stream seq -> first failed attempt (this process)
 	lastErr     string               // for logging a repeated failure once
@@ -83,20 +89,25 @@ type worker struct {
 // consumerConfig is the durable consumer of one sink.
 func consumerConfig(sink string, concurrency int, ackWait time.Duration) jetstream.ConsumerConfig {
 	return jetstream.ConsumerConfig{
-		Durable:        sinkConsumerName(sink),
-		Description:    "deliveries to sink " + sink,
-		FilterSubjects: []string{eventsSubject + ">", replaySubject + sink},
-		AckPolicy:      jetstream.AckExplicitPolicy,
-		AckWait:        ackWait,
-		MaxDeliver:     -1, // the relay decides when to give up
-		MaxAckPending:  concurrency,
-		DeliverPolicy:  jetstream.DeliverNewPolicy,
+		Durable:     sinkConsumerName(sink),
+		Description: "deliveries to sink " + sink,
+		// No filter: the consumer reads every event and replay and the
+		// route header says which are for this sink (an unfiltered
+		// consumer is the server's cheapest walk of the stream).
+		AckPolicy:     jetstream.AckExplicitPolicy,
+		AckWait:       ackWait,
+		MaxDeliver:    -1, // the relay decides when to give up
+		MaxAckPending: concurrency,
+		DeliverPolicy: jetstream.DeliverNewPolicy,
 	}
 }
 
 // start creates or updates the sink's consumer and begins consuming.
 func (w *worker) start(ctx context.Context, concurrency int) error {
 	w.firstFailed = make(map[uint64]time.Time)
+	w.delivered = w.metrics.Deliveries.WithLabelValues(w.name, "delivered")
+	w.retried = w.metrics.Deliveries.WithLabelValues(w.name, "retried")
+	w.duration = w.metrics.DeliveryDuration.WithLabelValues(w.name)
 	w.sendCtx, w.cancelSend = context.WithCancel(context.Background())
 	cfg := consumerConfig(w.name, concurrency, w.ackWait)
 	cons, err := w.store.events.Consumer(ctx, cfg.Durable)
@@ -107,6 +118,7 @@ func (w *worker) start(ctx context.Context, concurrency int) error {
 		// Keep where the consumer is; update what may change.
 		cur := cons.CachedInfo().Config
 		cur.MaxAckPending, cur.AckWait = cfg.MaxAckPending, cfg.AckWait
+		cur.FilterSubject, cur.FilterSubjects = cfg.FilterSubject, cfg.FilterSubjects
 		cons, err = w.store.events.UpdateConsumer(ctx, cur)
 	}
 	if err != nil {
@@ -199,10 +211,9 @@ func (w *worker) deliver(msg jetstream.Msg, ruleNames []string) {
 			d.Data = env.Data()
 		}
 	}
-	log := w.log.With("msg_id", d.MsgID, "event", d.Event, "attempt", d.Attempt)
 	if rt.sink == nil {
 		rt.release()
-		w.deadLetter(msg, md, d, reasonSinkRemoved, log)
+		w.deadLetter(msg, md, d, reasonSinkRemoved)
 		return
 	}
 	policy := rt.policy
@@ -212,16 +223,16 @@ func (w *worker) deliver(msg jetstream.Msg, ruleNames []string) {
 	elapsed := time.Since(start)
 	stopBeat()
 	rt.release()
-	w.metrics.DeliveryDuration.WithLabelValues(w.name).Observe(elapsed.Seconds())
+	w.duration.Observe(elapsed.Seconds())
 
 	if err == nil {
 		if ackErr := msg.Ack(); ackErr != nil {
-			log.Warn("ack failed; the delivery may be repeated", "err", ackErr)
+			w.deliveryLog(d).Warn("ack failed; the delivery may be repeated", "err", ackErr)
 		}
-		w.metrics.Deliveries.WithLabelValues(w.name, "delivered").Inc()
+		w.delivered.Inc()
 		w.forget(md.Sequence.Stream)
 		if w.noteError("") {
-			log.Info("sink recovered")
+			w.deliveryLog(d).Info("sink recovered")
 		}
 		return
 	}
@@ -234,43 +245,52 @@ func (w *worker) deliver(msg jetstream.Msg, ruleNames []string) {
 	first := w.firstFailure(md)
 	switch {
 	case sinks.IsPermanent(err):
-		w.deadLetter(msg, md, d, err.Error(), log)
+		w.deadLetter(msg, md, d, err.Error())
 		return
 	case d.Attempt >= policy.MaxAttempts:
-		w.deadLetter(msg, md, d, fmt.Sprintf("gave up after %d attempts: %v", d.Attempt, err), log)
+		w.deadLetter(msg, md, d, fmt.Sprintf("gave up after %d attempts: %v", d.Attempt, err))
 		return
 	case w.now().Sub(first) >= policy.MaxAge:
-		w.deadLetter(msg, md, d, fmt.Sprintf("gave up after %s (max_age): %v", policy.MaxAge, err), log)
+		w.deadLetter(msg, md, d, fmt.Sprintf("gave up after %s (max_age): %v", policy.MaxAge, err))
 		return
 	}
 	retryAfter, _ := sinks.RetryAfterOf(err)
 	delay := retryDelay(policy, d.Attempt, retryAfter)
 	if w.noteError(err.Error()) {
-		log.Warn("delivery failed, will retry", "err", err, "retry_in", delay)
+		w.deliveryLog(d).Warn("delivery failed, will retry", "err", err, "retry_in", delay)
 	}
-	w.metrics.Deliveries.WithLabelValues(w.name, "retried").Inc()
+	w.retried.Inc()
 	if err := msg.NakWithDelay(delay); err != nil {
-		log.Warn("nak failed; redelivery waits for the ack timeout", "err", err)
+		w.deliveryLog(d).Warn("nak failed; redelivery waits for the ack timeout", "err", err)
 	}
 }
 
 // heartbeat tells the server the delivery is still in progress while a send
 // runs longer than a fraction of the ack wait. It returns a stop function.
 func (w *worker) heartbeat(msg jetstream.Msg) func() {
-	done := make(chan struct{})
-	go func() {
-		t := time.NewTicker(w.ackWait / 3)
-		defer t.Stop()
-		for {
-			select {
-			case <-done:
-				return
-			case <-t.C:
-				_ = msg.InProgress()
-			}
+	every := w.ackWait / 3
+	var (
+		mu      sync.Mutex
+		stopped bool
+		t       *time.Timer
+	)
+	mu.Lock()
+	defer mu.Unlock()
+	t = time.AfterFunc(every, func() {
+		mu.Lock()
+		defer mu.Unlock()
+		if stopped {
+			return
 		}
-	}()
-	return func() { close(done) }
+		_ = msg.InProgress()
+		t.Reset(every)
+	})
+	return func() {
+		mu.Lock()
+		defer mu.Unlock()
+		stopped = true
+		t.Stop()
+	}
 }
 
 // firstFailure returns when this delivery first failed: remembered by this
@@ -308,7 +328,14 @@ func (w *worker) noteError(text string) bool {
 
 // deadLetter stores the delivery in the dead-letter stream, then settles the
 // message. If the dead letter cannot be stored the delivery is retried later.
-func (w *worker) deadLetter(msg jetstream.Msg, md *jetstream.MsgMetadata, d sinks.Delivery, reason string, log *slog.Logger) {
+// deliveryLog is the worker's logger with d's identity; built only when a
+// delivery has something to log.
+func (w *worker) deliveryLog(d sinks.Delivery) *slog.Logger {
+	return w.log.With("msg_id", d.MsgID, "event", d.Event, "attempt", d.Attempt)
+}
+
+func (w *worker) deadLetter(msg jetstream.Msg, md *jetstream.MsgMetadata, d sinks.Delivery, reason string) {
+	log := w.deliveryLog(d)
 	first := w.firstFailure(md)
 	rulesJSON, _ := json.Marshal(d.Rules)
 	m := nats.NewMsg(deadSubject + w.name)

@@ -130,7 +130,8 @@ func (h *ingestHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		for _, name := range matched {
 			h.metrics.RuleMatches.WithLabelValues(name).Inc()
 		}
-		h.log.Info("event accepted", "source", src.name, "msg_id", msgID, "event", ev.Type, "rules", matched)
+		h.log.LogAttrs(r.Context(), slog.LevelInfo, "event accepted",
+			slog.String("source", src.name), slog.String("msg_id", msgID), slog.String("event", ev.Type), slog.Any("rules", matched))
 	}
 	h.answer(w, src.name, http.StatusOK, acceptBody(msgID, status))
 }

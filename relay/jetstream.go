@@ -1,6 +1,7 @@
 package relay
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -38,6 +39,10 @@ const (
 	hdrLastAttempt  = "Relay-Last-Attempt"
 	hdrError        = "Relay-Error"
 )
+
+// publishTimeout bounds the wait for the store's acknowledgement when the
+// caller set no deadline (the nats.go JetStream client's default).
+const publishTimeout = 5 * time.Second
 
 // jsStore is the NATS JetStream store: an embedded server, or a connection to
 // an existing deployment. It implements Store.
@@ -190,22 +195,30 @@ func (s *jsStore) ensureStreams(ctx context.Context) error {
 // acknowledgement. The message id <source>:<msg id> makes JetStream drop a
 // repeat within the dedupe window.
 func (s *jsStore) Append(ctx context.Context, e Event) (bool, error) {
-	m := nats.NewMsg(eventsSubject + e.Source)
-	m.Data = e.Body
-	m.Header.Set(hdrMsgID, e.MsgID)
-	m.Header.Set(hdrSource, e.Source)
-	m.Header.Set(hdrReceivedAt, e.ReceivedAt.UTC().Format(time.RFC3339Nano))
+	// The header keys are in canonical form already: set the map directly
+	// rather than through Header.Set, which canonicalises each key.
+	m := &nats.Msg{Subject: eventsSubject + e.Source, Data: e.Body, Header: make(nats.Header, 6)}
+	m.Header[jetstream.MsgIDHeader] = []string{e.Source + ":" + e.MsgID}
+	m.Header[jetstream.ExpectedStreamHeader] = []string{eventsStream}
+	m.Header[hdrMsgID] = []string{e.MsgID}
+	m.Header[hdrSource] = []string{e.Source}
+	m.Header[hdrReceivedAt] = []string{e.ReceivedAt.UTC().Format(time.RFC3339Nano)}
 	if e.Type != "" {
-		m.Header.Set(hdrEvent, e.Type)
+		m.Header[hdrEvent] = []string{e.Type}
 	}
 	if len(e.Route) > 0 {
-		route, err := json.Marshal(e.Route)
-		if err != nil {
-			return false, fmt.Errorf("encode route: %w", err)
-		}
-		m.Header.Set(hdrRoute, string(route))
+		m.Header[hdrRoute] = []string{encodeRoute(e.Route)}
 	}
-	ack, err := s.js.PublishMsg(ctx, m, jetstream.WithMsgID(e.Source+":"+e.MsgID), jetstream.WithExpectStream(eventsStream))
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, publishTimeout)
+		defer cancel()
+	}
+	reply, err := s.nc.RequestMsgWithContext(ctx, m)
+	if err != nil {
+		return false, fmt.Errorf("%w: %w", ErrStoreUnavailable, err)
+	}
+	dup, err := parsePubAck(reply.Data)
 	if err != nil {
 		return false, fmt.Errorf("%w: %w", ErrStoreUnavailable, err)
 	}
@@ -214,6 +227,47 @@ func (s *jsStore) Append(ctx context.Context, e Event) (bool, error) {
 		if err := s.gsync.wait(ctx); err != nil {
 			return false, fmt.Errorf("%w: %w", ErrStoreUnavailable, err)
 		}
+	}
+	return dup, nil
+}
+
+// parsePubAck reads JetStream's answer to a publish to the events stream:
+// whether the message was a duplicate, or the error the stream returned.
+// The common answers are recognised without a JSON decoder (this runs once
+// per accepted event); anything else is decoded in full.
+func parsePubAck(data []byte) (duplicate bool, err error) {
+	const prefix = `{"stream":"` + eventsStream + `","seq":`
+	if rest, ok := bytes.CutPrefix(data, []byte(prefix)); ok {
+		i := 0
+		for i < len(rest) && rest[i] >= '0' && rest[i] <= '9' {
+			i++
+		}
+		if i > 0 {
+			switch string(rest[i:]) {
+			case "}":
+				return false, nil
+			case `,"duplicate":true}`:
+				return true, nil
+			}
+		}
+	}
+	var ack struct {
+		Stream    string `json:"stream"`
+		Duplicate bool   `json:"duplicate"`
+		Error     *struct {
+			Code        int    `json:"code"`
+			ErrCode     int    `json:"err_code"`
+			Description string `json:"description"`
+		} `json:"error"`
+	}
+	if err := json.Unmarshal(data, &ack); err != nil {
+		return false, fmt.Errorf("unreadable publish acknowledgement: %w", err)
+	}
+	if ack.Error != nil {
+		return false, fmt.Errorf("publish refused: %s (code %d, err_code %d)", ack.Error.Description, ack.Error.Code, ack.Error.ErrCode)
+	}
+	if ack.Stream != eventsStream {
+		return false, fmt.Errorf("publish acknowledged by stream %q, want %q", ack.Stream, eventsStream)
 	}
 	return ack.Duplicate, nil
 }
@@ -245,19 +299,6 @@ func (s *jsStore) close() {
 		s.gsync.close()
 		_ = s.gsyncClose()
 	}
-}
-
-// parseRoute decodes the Relay-Route header.
-func parseRoute(h nats.Header) map[string][]string {
-	v := h.Get(hdrRoute)
-	if v == "" {
-		return nil
-	}
-	var r map[string][]string
-	if err := json.Unmarshal([]byte(v), &r); err != nil {
-		return nil
-	}
-	return r
 }
 
 func sinkConsumerName(sink string) string { return consumerPrefix + sink }

@@ -218,23 +218,24 @@ func (s *Sink) Close(context.Context) error {
 // encodeLine returns d's JSON Lines record, newline included. See the package
 // documentation for how the payload is embedded.
 func encodeLine(d sinks.Delivery) []byte {
-	rules := d.Rules
-	if rules == nil {
-		rules = []string{}
-	}
 	var b bytes.Buffer
 	b.Grow(len(d.Body) + 256)
 	b.WriteString(`{"received_at":`)
-	writeJSON(&b, d.ReceivedAt.UTC().Format(time.RFC3339Nano))
+	writeString(&b, d.ReceivedAt.UTC().Format(time.RFC3339Nano))
 	b.WriteString(`,"source":`)
-	writeJSON(&b, d.Source)
+	writeString(&b, d.Source)
 	b.WriteString(`,"msg_id":`)
-	writeJSON(&b, d.MsgID)
+	writeString(&b, d.MsgID)
 	b.WriteString(`,"event":`)
-	writeJSON(&b, d.Event)
-	b.WriteString(`,"rules":`)
-	writeJSON(&b, rules)
-	b.WriteString(`,"payload":`)
+	writeString(&b, d.Event)
+	b.WriteString(`,"rules":[`)
+	for i, r := range d.Rules {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		writeString(&b, r)
+	}
+	b.WriteString(`],"payload":`)
 	writePayload(&b, d.Body)
 	b.WriteString("}\n")
 	return b.Bytes()
@@ -244,18 +245,32 @@ func encodeLine(d sinks.Delivery) []byte {
 // only when it spans lines, and as a JSON string otherwise.
 func writePayload(b *bytes.Buffer, body []byte) {
 	raw := bytes.TrimSpace(body)
-	if len(raw) == 0 || !json.Valid(raw) {
-		writeJSON(b, string(body))
-		return
-	}
 	if bytes.ContainsAny(raw, "\r\n") {
 		// Valid JSON strings cannot hold raw newlines, so every newline
-		// is insignificant whitespace.
+		// is insignificant whitespace. Compact checks validity too, and
+		// writes nothing unless it succeeds.
 		if err := json.Compact(b, raw); err == nil {
 			return
 		}
+	} else if len(raw) > 0 && json.Valid(raw) {
+		b.Write(raw)
+		return
 	}
-	b.Write(raw)
+	writeString(b, string(body))
+}
+
+// writeString writes s as a JSON string the way writeJSON does, without an
+// encoder when s is printable ASCII that needs no escaping.
+func writeString(b *bytes.Buffer, s string) {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c < 0x20 || c > 0x7e || c == '"' || c == '\\' {
+			writeJSON(b, s)
+			return
+		}
+	}
+	b.WriteByte('"')
+	b.WriteString(s)
+	b.WriteByte('"')
 }
 
 // writeJSON writes v as JSON without HTML escaping and without the trailing

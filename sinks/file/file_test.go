@@ -376,3 +376,14 @@ func TestAppendsToExistingFile(t *testing.T) {
 		t.Errorf("%d lines, want 3 (append, never truncate)", len(lines))
 	}
 }
+
+func TestWriteStringMatchesEncoder(t *testing.T) {
+	for _, s := range []string{"", "plain-id_1", `quo"te`, `back\slash`, "<html>&", "tab\tnew\nline", "\x00\x1f\x7f", "ünïcödé 会议", "\u2028\u2029", "bad utf-8 \xff"} {
+		var fast, enc bytes.Buffer
+		writeString(&fast, s)
+		writeJSON(&enc, s)
+		if fast.String() != enc.String() {
+			t.Errorf("writeString(%q) = %s, writeJSON %s", s, fast.String(), enc.String())
+		}
+	}
+}
