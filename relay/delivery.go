@@ -187,9 +187,10 @@ func (w *worker) deliver(msg jetstream.Msg, ruleNames []string) {
 		return
 	}
 	h := msg.Headers()
+	source, msgID := eventIdentity(h)
 	d := sinks.Delivery{
-		MsgID:   h.Get(hdrMsgID),
-		Source:  h.Get(hdrSource),
+		MsgID:   msgID,
+		Source:  source,
 		Rules:   ruleNames,
 		Body:    msg.Data(),
 		Attempt: int(md.NumDelivered),

@@ -26,8 +26,8 @@ const (
 	replaySubject  = "relay.replay." // + sink: a replayed dead letter, for one sink only
 	deadSubject    = "relay.dead."   // + sink
 	consumerPrefix = "relay-sink-"   // + sink: the sink's durable consumer
-	hdrMsgID       = "Relay-Msg-Id"  // the sender's message id
-	hdrSource      = "Relay-Source"  // the source's name
+	hdrMsgID       = "Relay-Msg-Id"  // the sender's message id (replays and dead letters)
+	hdrSource      = "Relay-Source"  // the source's name (replays and dead letters)
 	hdrReceivedAt  = "Relay-Received-At"
 	hdrRoute       = "Relay-Route" // JSON {"sink": ["rule", ...]}: the routing decided at ingest
 
@@ -197,11 +197,10 @@ func (s *jsStore) ensureStreams(ctx context.Context) error {
 func (s *jsStore) Append(ctx context.Context, e Event) (bool, error) {
 	// The header keys are in canonical form already: set the map directly
 	// rather than through Header.Set, which canonicalises each key.
-	m := &nats.Msg{Subject: eventsSubject + e.Source, Data: e.Body, Header: make(nats.Header, 6)}
+	// The source and the sender's id travel in the JetStream message id
+	// (see eventIdentity); parsePubAck checks which stream stored it.
+	m := &nats.Msg{Subject: eventsSubject + e.Source, Data: e.Body, Header: make(nats.Header, 4)}
 	m.Header[jetstream.MsgIDHeader] = []string{e.Source + ":" + e.MsgID}
-	m.Header[jetstream.ExpectedStreamHeader] = []string{eventsStream}
-	m.Header[hdrMsgID] = []string{e.MsgID}
-	m.Header[hdrSource] = []string{e.Source}
 	m.Header[hdrReceivedAt] = []string{e.ReceivedAt.UTC().Format(time.RFC3339Nano)}
 	if e.Type != "" {
 		m.Header[hdrEvent] = []string{e.Type}
@@ -299,6 +298,18 @@ func (s *jsStore) close() {
 		s.gsync.close()
 		_ = s.gsyncClose()
 	}
+}
+
+// eventIdentity returns the source and the sender's message id of a stored
+// event: from the Relay-Source and Relay-Msg-Id headers when it has them
+// (replays), else from its JetStream message id, <source>:<msg id>, which
+// ingest sets (source names cannot hold a colon).
+func eventIdentity(h nats.Header) (source, msgID string) {
+	source, msgID = h.Get(hdrSource), h.Get(hdrMsgID)
+	if source == "" || msgID == "" {
+		source, msgID, _ = strings.Cut(h.Get(jetstream.MsgIDHeader), ":")
+	}
+	return source, msgID
 }
 
 func sinkConsumerName(sink string) string { return consumerPrefix + sink }
