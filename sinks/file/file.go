@@ -242,18 +242,17 @@ func encodeLine(d sinks.Delivery) []byte {
 }
 
 // writePayload embeds body as raw JSON when it is valid JSON, compacted
-// only when it spans lines, and as a JSON string otherwise.
+// only when it spans lines, and as a JSON string otherwise. Valid JSON
+// strings cannot hold raw newlines, so every newline is insignificant
+// whitespace.
 func writePayload(b *bytes.Buffer, body []byte) {
 	raw := bytes.TrimSpace(body)
-	if bytes.ContainsAny(raw, "\r\n") {
-		// Valid JSON strings cannot hold raw newlines, so every newline
-		// is insignificant whitespace. Compact checks validity too, and
-		// writes nothing unless it succeeds.
-		if err := json.Compact(b, raw); err == nil {
-			return
+	if compacted, ok := appendCompact(b.AvailableBuffer(), raw); ok {
+		if bytes.ContainsAny(raw, "\r\n") {
+			b.Write(compacted)
+		} else {
+			b.Write(raw)
 		}
-	} else if len(raw) > 0 && json.Valid(raw) {
-		b.Write(raw)
 		return
 	}
 	writeString(b, string(body))
