@@ -21,6 +21,8 @@
 #           quick-start rules plus an http sink to a relay-load --receive
 #           endpoint, every event archived to a file sink (no fsync) and
 #           forwarded over HTTP.
+#   ratio   RATIO_ROUNDS back-to-back pairs of the floor and the relay (sync
+#           1s) at concurrency 64: each pair's relay/floor and the median
 #   e2e     the same relay at a steady E2E_RATE events/s (open loop): accept
 #           latency at the sender and end-to-end latency at the receiving
 #           endpoint (its arrival minus the relay's received_at, which the
@@ -30,8 +32,8 @@
 #           VmRSS / VmHWM and relay_pending_deliveries
 #
 # Environment: DURATION (15s), CONCURRENCIES ("1 16 64"), E2E_RATE (1000),
-# MEM_EVENTS (100000), MEM_CONCURRENCY (64), MEASURE ("floor fsync relay e2e
-# mem"), LOG_LEVEL (relay --log-level, info: one log line per event, as
+# MEM_EVENTS (100000), MEM_CONCURRENCY (64), MEASURE ("floor fsync relay ratio
+# e2e mem"), RATIO_ROUNDS (3), LOG_LEVEL (relay --log-level, info: one log line per event, as
 # deployed), START_TIMEOUT (30 s), DRAIN_TIMEOUT (120 s), KEEP=1 keeps the
 # work directory (logs, reports) and prints its path.
 set -euo pipefail
@@ -41,7 +43,8 @@ CONCURRENCIES=${CONCURRENCIES:-"1 16 64"}
 E2E_RATE=${E2E_RATE:-1000}
 MEM_EVENTS=${MEM_EVENTS:-100000}
 MEM_CONCURRENCY=${MEM_CONCURRENCY:-64}
-MEASURE=${MEASURE:-"floor fsync relay e2e mem"}
+MEASURE=${MEASURE:-"floor fsync relay ratio e2e mem"}
+RATIO_ROUNDS=${RATIO_ROUNDS:-3}
 LOG_LEVEL=${LOG_LEVEL:-info}
 START_TIMEOUT=${START_TIMEOUT:-30}
 DRAIN_TIMEOUT=${DRAIN_TIMEOUT:-120}
@@ -265,22 +268,27 @@ MEM_ROW=""
 declare -A RELAY_OK
 
 # --- a, b: floors -----------------------------------------------------------
+# floor_once NAME KIND C: one floor server and one load at concurrency C;
+# the report is NAME.json, the 2xx rate is in LAST_RPS.
+floor_once() {
+	local name=$1 kind=$2 c=$3 args=(--floor 127.0.0.1:0 --secret "$SECRET")
+	if [[ $kind == fsync ]]; then
+		mkdir -p "$WORK/$name"
+		args+=(--floor-fsync "$WORK/$name/store.jsonl")
+	fi
+	start_loadtool "$name-server" "${args[@]}"
+	log "$kind c=$c ($DURATION) on $LAST_ADDR"
+	load "$name" "http://$LAST_ADDR/webhooks/recall" --concurrency "$c" --duration "$DURATION"
+	stop_proc "$LAST_PID"
+	LAST_RPS=$(jfield "$WORK/$name.json" ok_throughput_rps)
+}
+
 run_floor() { # KIND (floor|fsync)
-	local kind=$1 c args=()
+	local kind=$1 c
 	for c in $CONCURRENCIES; do
-		args=(--floor 127.0.0.1:0 --secret "$SECRET")
-		if [[ $kind == fsync ]]; then
-			mkdir -p "$WORK/fsync-$c"
-			args+=(--floor-fsync "$WORK/fsync-$c/store.jsonl")
-		fi
-		start_loadtool "$kind-server-c$c" "${args[@]}"
-		log "$kind c=$c ($DURATION) on $LAST_ADDR"
-		load "$kind-c$c" "http://$LAST_ADDR/webhooks/recall" --concurrency "$c" --duration "$DURATION"
-		stop_proc "$LAST_PID"
-		local rps
-		rps=$(jfield "$WORK/$kind-c$c.json" ok_throughput_rps)
-		if [[ $kind == floor ]]; then FLOOR[$c]=$rps; else FSYNC[$c]=$rps; fi
-		FLOOR_ROWS+=("| $kind | $c | $rps | $(jfield "$WORK/$kind-c$c.json" p50_ms) | $(jfield "$WORK/$kind-c$c.json" p99_ms) | $(non2xx "$WORK/$kind-c$c.json") |")
+		floor_once "$kind-c$c" "$kind" "$c"
+		if [[ $kind == floor ]]; then FLOOR[$c]=$LAST_RPS; else FSYNC[$c]=$LAST_RPS; fi
+		FLOOR_ROWS+=("| $kind | $c | $LAST_RPS | $(jfield "$WORK/$kind-c$c.json" p50_ms) | $(jfield "$WORK/$kind-c$c.json" p99_ms) | $(non2xx "$WORK/$kind-c$c.json") |")
 	done
 }
 FLOOR_ROWS=()
@@ -288,27 +296,51 @@ wants floor && run_floor floor
 wants fsync && run_floor fsync
 
 # --- c: relay throughput ----------------------------------------------------
+# relay_once NAME SYNC C: a receiver, a relay with write_config's config and
+# one load at concurrency C; the report is NAME.json, the 2xx rate is in
+# LAST_RPS and the deliveries still pending at the end in LAST_PENDING.
+relay_once() {
+	local name=$1 sync=$2 c=$3 dir=$WORK/$1 recv_pid
+	mkdir -p "$dir"
+	start_loadtool "$name-receiver" --receive 127.0.0.1:0
+	recv_pid=$LAST_PID
+	write_config "$dir/relay.yaml" "$dir" "$sync" "$LAST_ADDR"
+	start_relay "$name" "$dir/relay.yaml"
+	log "relay sync=$sync c=$c ($DURATION) on $RELAY_INGEST"
+	load "$name" "http://$RELAY_INGEST/webhooks/recall" --concurrency "$c" --duration "$DURATION"
+	LAST_PENDING=$(metric "$RELAY_ADMIN" relay_pending_deliveries)
+	stop_proc "$RELAY_PID"
+	stop_proc "$recv_pid"
+	rm -rf "$dir/jetstream"
+	LAST_RPS=$(jfield "$WORK/$name.json" ok_throughput_rps)
+}
+
 if wants relay; then
 	for sync in 1s always; do
 		for c in $CONCURRENCIES; do
 			name=relay-$sync-c$c
-			dir=$WORK/$name
-			mkdir -p "$dir"
-			start_loadtool "$name-receiver" --receive 127.0.0.1:0
-			recv_pid=$LAST_PID
-			write_config "$dir/relay.yaml" "$dir" "$sync" "$LAST_ADDR"
-			start_relay "$name" "$dir/relay.yaml"
-			log "relay sync=$sync c=$c ($DURATION) on $RELAY_INGEST"
-			load "$name" "http://$RELAY_INGEST/webhooks/recall" --concurrency "$c" --duration "$DURATION"
-			pending=$(metric "$RELAY_ADMIN" relay_pending_deliveries)
-			stop_proc "$RELAY_PID"
-			stop_proc "$recv_pid"
+			relay_once "$name" "$sync" "$c"
 			f=$WORK/$name.json
-			ok=$(jfield "$f" ok_throughput_rps)
-			RELAY_OK[$sync-$c]=$ok
-			RELAY_ROWS+=("| $sync | $c | $ok | $(jfield "$f" p50_ms) | $(jfield "$f" p99_ms) | $(non2xx "$f") | $pending |")
-			rm -rf "$dir/jetstream"
+			RELAY_OK[$sync-$c]=$LAST_RPS
+			RELAY_ROWS+=("| $sync | $c | $LAST_RPS | $(jfield "$f" p50_ms) | $(jfield "$f" p99_ms) | $(non2xx "$f") | $LAST_PENDING |")
 		done
+	done
+fi
+
+# --- c2: the floor ratio, interleaved ---------------------------------------
+# Both rates move by 10-20% from run to run on a shared 2-core machine, so
+# the ratio is measured in RATIO_ROUNDS back-to-back pairs (floor, then the
+# relay with sync 1s) at concurrency 64, and the median pair is reported.
+RATIO_ROWS=()
+RATIOS=()
+if wants ratio; then
+	for ((round = 1; round <= RATIO_ROUNDS; round++)); do
+		floor_once "ratio-floor-$round" floor 64
+		floor_rps=$LAST_RPS
+		relay_once "ratio-relay-$round" 1s 64
+		r=$(ratio "$LAST_RPS" "$floor_rps")
+		RATIOS+=("$r")
+		RATIO_ROWS+=("| $round | $floor_rps | $LAST_RPS | $(non2xx "$WORK/ratio-relay-$round.json") | $LAST_PENDING | $r |")
 	done
 fi
 
@@ -431,6 +463,16 @@ if ((${#RELAY_ROWS[@]})); then
 			echo "| sync always / fsync floor | $c | ${RELAY_OK[always-$c]} | ${FSYNC[$c]} | $(ratio "${RELAY_OK[always-$c]}" "${FSYNC[$c]}") |"
 		fi
 	done
+fi
+if ((${#RATIO_ROWS[@]})); then
+	echo
+	echo "### Relay / floor at concurrency 64, sync 1s ($RATIO_ROUNDS interleaved rounds)"
+	echo
+	echo "| round | floor/s | relay accepted/s | relay non-2xx | pending deliveries at end | relay / floor |"
+	echo "| ---: | ---: | ---: | ---: | ---: | ---: |"
+	printf '%s\n' "${RATIO_ROWS[@]}"
+	echo
+	echo "median relay / floor: $(printf '%s\n' "${RATIOS[@]}" | sort -n | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }')"
 fi
 if ((${#E2E_ROWS[@]})); then
 	echo

@@ -27,7 +27,11 @@ func serveCommand() *cobra.Command {
 		Short: "Run the relay",
 		Args:  noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			log, err := newLogger(cmd.ErrOrStderr(), logFormat, logLevel)
+			// Log lines go out through one writer goroutine, many per write
+			// under load (see groupWriter).
+			logOut := newGroupWriter(cmd.ErrOrStderr())
+			defer logOut.Close()
+			log, err := newLogger(logOut, logFormat, logLevel)
 			if err != nil {
 				return err
 			}
