@@ -91,9 +91,7 @@ func consumerConfig(sink string, concurrency int, ackWait time.Duration) jetstre
 	return jetstream.ConsumerConfig{
 		Durable:     sinkConsumerName(sink),
 		Description: "deliveries to sink " + sink,
-		// No filter: the consumer reads every event and replay and the
-		// route header says which are for this sink (an unfiltered
-		// consumer is the server's cheapest walk of the stream).
+		FilterSubjects: routeFilters(sink),
 		AckPolicy:     jetstream.AckExplicitPolicy,
 		AckWait:       ackWait,
 		MaxDeliver:    -1, // the relay decides when to give up
@@ -158,8 +156,10 @@ func (w *worker) setConcurrency(ctx context.Context, n int) error {
 // delivered on their own goroutine (the consumer bounds how many).
 func (w *worker) handle(msg jetstream.Msg) {
 	h := msg.Headers()
-	// Most events are not for most sinks: skip decoding the route when it
-	// cannot name this sink.
+	// The subject filters hand a sink only its events, except events
+	// routed to more sinks than a subject names (and events stored by
+	// earlier versions): skip decoding the route when it cannot name this
+	// sink.
 	if !strings.Contains(h.Get(hdrRoute), `"`+w.name+`"`) {
 		_ = msg.Ack()
 		return

@@ -361,3 +361,155 @@ func TestDeadLetterPages(t *testing.T) {
 		}
 	}
 }
+
+// TestSinkSeesOnlyItsEvents: the subject an event is stored under names its
+// sinks, so a sink's consumer is handed only the events routed to it; an
+// event routed nowhere is not stored; one routed to more sinks than a
+// subject names reaches each of them through the route header.
+func TestSinkSeesOnlyItsEvents(t *testing.T) {
+	const many = maxSubjectSinks + 1
+	tr := &testRegistry{}
+	recs := map[string]*recorder{}
+	var sinksYAML, all strings.Builder
+	for i := range many {
+		name := fmt.Sprintf("s%d", i)
+		recs[name] = newRecorder()
+		tr.set(name, recs[name].send)
+		fmt.Fprintf(&sinksYAML, "  %s:\n    type: fake\n", name)
+		if i > 0 {
+			all.WriteString(", ")
+		}
+		all.WriteString(name)
+	}
+	yaml := fmt.Sprintf(`
+server:
+  listen: "127.0.0.1:0"
+  admin_listen: "127.0.0.1:0"
+storage:
+  dir: %s
+sources:
+  recall:
+    secrets: [%s]
+sinks:
+%srules:
+  - name: failed-to-s0
+    when: status == "failed"
+    sinks: [s0]
+  - name: done-to-s1-s2
+    when: event == "recording.done"
+    sinks: [s2, s1]
+  - name: fatal-to-all
+    when: event == "bot.fatal"
+    sinks: [%s]
+`, t.TempDir(), testSecret, sinksYAML.String(), all.String())
+	h := startHarness(t, tr, yaml)
+
+	h.mustAccept("msg_failed", sampleBody)
+	h.mustAccept("msg_done", `{"event":"recording.done","data":{"data":{"code":"done"}}}`)
+	h.mustAccept("msg_nowhere", `{"event":"bot.joining_call","data":{"data":{"code":"joining_call"}}}`)
+	h.mustAccept("msg_fatal", `{"event":"bot.fatal","data":{"data":{"code":"fatal"}}}`)
+	if code, answer := h.post("msg_nowhere", `{"event":"bot.joining_call","data":{"data":{"code":"joining_call"}}}`); code != 200 || !strings.Contains(answer, `"duplicate"`) {
+		t.Fatalf("repeat of an event routed nowhere: got %d %s, want 200 duplicate", code, answer)
+	}
+
+	want := map[string][]string{ // sink -> msg ids, in order
+		"s0": {"msg_failed", "msg_fatal"},
+		"s1": {"msg_done", "msg_fatal"},
+		"s2": {"msg_done", "msg_fatal"},
+	}
+	for i := 3; i < many; i++ {
+		want[fmt.Sprintf("s%d", i)] = []string{"msg_fatal"}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	for name, ids := range want {
+		for _, id := range ids {
+			if d := recs[name].wait(t, 10*time.Second); d.MsgID != id {
+				t.Fatalf("%s: got %s, want %s", name, d.MsgID, id)
+			}
+		}
+		// The server handed the consumer only these (and, for the event
+		// routed to every sink, no other).
+		info, err := h.srv.engine.workers[name].cons.Info(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := info.Delivered.Consumer; got != uint64(len(ids)) {
+			t.Errorf("%s: the server handed its consumer %d messages, want %d", name, got, len(ids))
+		}
+	}
+	for _, r := range recs {
+		r.none(t, 0)
+	}
+	// Everything settled: nothing is left in the stream, and the event
+	// routed nowhere was never stored.
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		info, err := h.srv.store.events.Info(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if info.State.Msgs == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d messages still in the stream after every delivery", info.State.Msgs)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func TestRouteFiltersMatchEventSubjects(t *testing.T) {
+	route := func(names ...string) map[string][]string {
+		r := map[string][]string{}
+		for _, n := range names {
+			r[n] = []string{"rule"}
+		}
+		return r
+	}
+	tests := []struct {
+		route map[string][]string
+		subj  string
+	}{
+		{route(), "relay.to.recall"},
+		{route("b", "a"), "relay.to.recall.a.b"},
+		{route("a-1", "a_2", "Z"), "relay.to.recall.Z.a-1.a_2"},
+		{route("s0", "s1", "s2", "s3", "s4", "s5", "s6", "s7", "s8"), "relay.events.recall"},
+	}
+	for _, tt := range tests {
+		got := eventSubject("recall", tt.route)
+		if got != tt.subj {
+			t.Errorf("eventSubject(%v) = %s, want %s", tt.route, got, tt.subj)
+		}
+		// Exactly the consumers of the routed sinks match the subject.
+		for _, sink := range []string{"a", "b", "Z", "a-1", "a_2", "s0", "s8", "other"} {
+			_, routed := tt.route[sink]
+			matched := false
+			for _, f := range routeFilters(sink) {
+				if subjectMatches(f, got) {
+					matched = true
+				}
+			}
+			if matched != routed && !strings.HasPrefix(got, eventsSubject) {
+				t.Errorf("subject %s: sink %s matched %v, routed %v", got, sink, matched, routed)
+			}
+			if strings.HasPrefix(got, eventsSubject) && !matched {
+				t.Errorf("subject %s: sink %s does not read it", got, sink)
+			}
+		}
+	}
+}
+
+// subjectMatches is NATS subject matching: "*" one token, ">" the rest.
+func subjectMatches(filter, subject string) bool {
+	f, s := strings.Split(filter, "."), strings.Split(subject, ".")
+	for i, tok := range f {
+		if tok == ">" {
+			return len(s) > i
+		}
+		if i >= len(s) || (tok != "*" && tok != s[i]) {
+			return false
+		}
+	}
+	return len(f) == len(s)
+}

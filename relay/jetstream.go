@@ -22,7 +22,8 @@ import (
 const (
 	eventsStream   = "RELAY_EVENTS"
 	deadStream     = "RELAY_DEAD"
-	eventsSubject  = "relay.events." // + source
+	routedSubject  = "relay.to."     // + source + "." + the sinks routed to, sorted, dot-separated (see eventSubject)
+	eventsSubject  = "relay.events." // + source: an event routed to more sinks than a subject names
 	replaySubject  = "relay.replay." // + sink: a replayed dead letter, for one sink only
 	deadSubject    = "relay.dead."   // + sink
 	consumerPrefix = "relay-sink-"   // + sink: the sink's durable consumer
@@ -165,7 +166,7 @@ func (s *jsStore) ensureStreams(ctx context.Context) error {
 	s.events, err = s.js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
 		Name:        eventsStream,
 		Description: "accepted webhooks, kept until every sink routed to has delivered or dead-lettered them",
-		Subjects:    []string{eventsSubject + ">", replaySubject + ">"},
+		Subjects:    []string{routedSubject + ">", eventsSubject + ">", replaySubject + ">"},
 		Retention:   jetstream.InterestPolicy,
 		Storage:     jetstream.FileStorage,
 		Replicas:    replicas,
@@ -199,7 +200,7 @@ func (s *jsStore) Append(ctx context.Context, e Event) (bool, error) {
 	// rather than through Header.Set, which canonicalises each key.
 	// The source and the sender's id travel in the JetStream message id
 	// (see eventIdentity); parsePubAck checks which stream stored it.
-	m := &nats.Msg{Subject: eventsSubject + e.Source, Data: e.Body, Header: make(nats.Header, 4)}
+	m := &nats.Msg{Subject: eventSubject(e.Source, e.Route), Data: e.Body, Header: make(nats.Header, 4)}
 	m.Header[jetstream.MsgIDHeader] = []string{e.Source + ":" + e.MsgID}
 	m.Header[hdrReceivedAt] = []string{e.ReceivedAt.UTC().Format(time.RFC3339Nano)}
 	if e.Type != "" {
@@ -298,6 +299,46 @@ func (s *jsStore) close() {
 		s.gsync.close()
 		_ = s.gsyncClose()
 	}
+}
+
+// maxSubjectSinks is how many sinks an event's subject names at most; an
+// event routed to more goes to relay.events.<source>, which every sink's
+// consumer reads, its route header saying which sinks it is for.
+const maxSubjectSinks = 8
+
+// eventSubject is the subject an event is stored under:
+// relay.to.<source>.<sink>..., its sinks sorted. Each sink's consumer
+// filters on the subjects that name it (see routeFilters), so the server
+// hands a sink only the events routed to it, and an event routed nowhere
+// is not stored at all (its id is still kept for deduplication).
+func eventSubject(source string, route map[string][]string) string {
+	if len(route) > maxSubjectSinks {
+		return eventsSubject + source
+	}
+	return routedSubject + source + dotJoin(sortedKeys(route))
+}
+
+// dotJoin returns "" or ".a.b...".
+func dotJoin(names []string) string {
+	var b strings.Builder
+	for _, n := range names {
+		b.WriteByte('.')
+		b.WriteString(n)
+	}
+	return b.String()
+}
+
+// routeFilters are the subjects a sink's consumer reads: the routed
+// subjects naming the sink at any position, the events routed to more
+// sinks than a subject names, and the sink's replays.
+func routeFilters(sink string) []string {
+	filters := make([]string, 0, 2*maxSubjectSinks+2)
+	prefix := routedSubject + "*" // the source
+	for range maxSubjectSinks {
+		filters = append(filters, prefix+"."+sink, prefix+"."+sink+".>")
+		prefix += ".*"
+	}
+	return append(filters, eventsSubject+">", replaySubject+sink)
 }
 
 // eventIdentity returns the source and the sender's message id of a stored
