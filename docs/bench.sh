@@ -34,7 +34,8 @@
 # Environment: DURATION (15s), CONCURRENCIES ("1 16 64"), E2E_RATE (1000),
 # MEM_EVENTS (100000), MEM_CONCURRENCY (64), MEASURE ("floor fsync relay ratio
 # e2e mem"), RATIO_ROUNDS (3), LOG_LEVEL (relay --log-level, info: one log line per event, as
-# deployed), START_TIMEOUT (30 s), DRAIN_TIMEOUT (120 s), KEEP=1 keeps the
+# deployed), RELAY_ENV (extra VAR=value words for relay serve only, e.g.
+# "GOGC=200"), START_TIMEOUT (30 s), DRAIN_TIMEOUT (120 s), KEEP=1 keeps the
 # work directory (logs, reports) and prints its path.
 set -euo pipefail
 
@@ -46,6 +47,7 @@ MEM_CONCURRENCY=${MEM_CONCURRENCY:-64}
 MEASURE=${MEASURE:-"floor fsync relay ratio e2e mem"}
 RATIO_ROUNDS=${RATIO_ROUNDS:-3}
 LOG_LEVEL=${LOG_LEVEL:-info}
+RELAY_ENV=${RELAY_ENV:-}
 START_TIMEOUT=${START_TIMEOUT:-30}
 DRAIN_TIMEOUT=${DRAIN_TIMEOUT:-120}
 KEEP=${KEEP:-0}
@@ -169,7 +171,8 @@ start_loadtool() {
 start_relay() {
 	local name=$1 config=$2 i line=""
 	local logf=$WORK/$name.log
-	RELAY_SERVER__LISTEN=127.0.0.1:0 RELAY_SERVER__ADMIN_LISTEN=127.0.0.1:0 \
+	# shellcheck disable=SC2086 # RELAY_ENV is a list of VAR=value words
+	env $RELAY_ENV RELAY_SERVER__LISTEN=127.0.0.1:0 RELAY_SERVER__ADMIN_LISTEN=127.0.0.1:0 \
 		"$BIN/relay" serve -c "$config" --log-format json --log-level "$LOG_LEVEL" 2>"$logf" >/dev/null &
 	RELAY_PID=$!
 	PIDS+=("$RELAY_PID")

@@ -209,12 +209,13 @@ func (s *jsStore) Append(ctx context.Context, e Event) (bool, error) {
 	if len(e.Route) > 0 {
 		m.Header[hdrRoute] = []string{encodeRoute(e.Route)}
 	}
-	if _, ok := ctx.Deadline(); !ok {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, publishTimeout)
-		defer cancel()
+	var reply *nats.Msg
+	var err error
+	if _, ok := ctx.Deadline(); ok {
+		reply, err = s.nc.RequestMsgWithContext(ctx, m)
+	} else {
+		reply, err = s.nc.RequestMsg(m, publishTimeout) // a pooled timer, no context per event
 	}
-	reply, err := s.nc.RequestMsgWithContext(ctx, m)
 	if err != nil {
 		return false, fmt.Errorf("%w: %w", ErrStoreUnavailable, err)
 	}
