@@ -89,14 +89,14 @@ type worker struct {
 // consumerConfig is the durable consumer of one sink.
 func consumerConfig(sink string, concurrency int, ackWait time.Duration) jetstream.ConsumerConfig {
 	return jetstream.ConsumerConfig{
-		Durable:     sinkConsumerName(sink),
-		Description: "deliveries to sink " + sink,
+		Durable:        sinkConsumerName(sink),
+		Description:    "deliveries to sink " + sink,
 		FilterSubjects: routeFilters(sink),
-		AckPolicy:     jetstream.AckExplicitPolicy,
-		AckWait:       ackWait,
-		MaxDeliver:    -1, // the relay decides when to give up
-		MaxAckPending: concurrency,
-		DeliverPolicy: jetstream.DeliverNewPolicy,
+		AckPolicy:      jetstream.AckExplicitPolicy,
+		AckWait:        ackWait,
+		MaxDeliver:     -1, // the relay decides when to give up
+		MaxAckPending:  concurrency,
+		DeliverPolicy:  jetstream.DeliverNewPolicy,
 	}
 }
 
