@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -118,6 +119,14 @@ func (w *worker) start(ctx context.Context, concurrency int) error {
 		cur.MaxAckPending, cur.AckWait = cfg.MaxAckPending, cfg.AckWait
 		cur.FilterSubject, cur.FilterSubjects = cfg.FilterSubject, cfg.FilterSubjects
 		cons, err = w.store.events.UpdateConsumer(ctx, cur)
+		if errors.Is(err, jetstream.ErrConsumerMultipleFilterSubjectsNotSupported) {
+			// nats-server applies the filters to a consumer it recovered
+			// without any but leaves them out of its answer: read back.
+			cons, err = w.store.events.Consumer(ctx, cfg.Durable)
+			if err == nil && !slices.Equal(cons.CachedInfo().Config.FilterSubjects, cfg.FilterSubjects) {
+				err = fmt.Errorf("filters not applied: %w", jetstream.ErrConsumerMultipleFilterSubjectsNotSupported)
+			}
+		}
 	}
 	if err != nil {
 		return fmt.Errorf("consumer for sink %s: %w", w.name, err)

@@ -12,6 +12,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
 	"github.com/relay-dev/relay/sinks"
 )
 
@@ -512,4 +515,72 @@ func subjectMatches(filter, subject string) bool {
 		}
 	}
 	return len(f) == len(s)
+}
+
+// TestUpgradeKeepsEarlierEvents: a store written by a version that kept
+// every event under relay.events.<source> and filtered consumers on it (or
+// not at all) is delivered from after an upgrade, and the consumers get the
+// routing filters.
+func TestUpgradeKeepsEarlierEvents(t *testing.T) {
+	dir := t.TempDir()
+	yaml := testServerConfig(dir, twoRules)
+	// First start: creates the streams and the consumers; then stop.
+	h := startServer(t, &testRegistry{}, yaml)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := h.Stop(ctx); err != nil {
+		t.Fatal(err)
+	}
+
+	// As the earlier version left it: consumer a unfiltered, b on the old
+	// pair of filters, and an event for both under relay.events.recall.
+	s, err := openJetStream(ctx, StorageConfig{Dir: dir, SyncInterval: time.Second, DedupeWindow: time.Hour}, discardLogger())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for sink, filters := range map[string][]string{"a": nil, "b": {eventsSubject + ">", replaySubject + "b"}} {
+		cfg := consumerConfig(sink, 4, 5*time.Second)
+		cfg.FilterSubjects = filters
+		if _, err := s.events.UpdateConsumer(ctx, cfg); err != nil {
+			t.Fatal(err)
+		}
+	}
+	m := nats.NewMsg(eventsSubject + "recall")
+	m.Data = []byte(sampleBody)
+	m.Header.Set(hdrMsgID, "msg_old")
+	m.Header.Set(hdrSource, "recall")
+	m.Header.Set(hdrReceivedAt, time.Now().UTC().Format(time.RFC3339Nano))
+	m.Header.Set(hdrRoute, `{"a":["failures","everything"],"b":["everything"]}`)
+	if _, err := s.js.PublishMsg(ctx, m, jetstream.WithMsgID("recall:msg_old")); err != nil {
+		t.Fatal(err)
+	}
+	s.close()
+
+	tr := &testRegistry{}
+	a, b := newRecorder(), newRecorder()
+	tr.set("a", a.send)
+	tr.set("b", b.send)
+	h2 := startHarness(t, tr, yaml)
+	for name, r := range map[string]*recorder{"a": a, "b": b} {
+		if d := r.wait(t, 10*time.Second); d.MsgID != "msg_old" || d.Source != "recall" {
+			t.Fatalf("%s: got %s from %s, want msg_old from recall", name, d.MsgID, d.Source)
+		}
+		info, err := h2.srv.engine.workers[name].cons.Info(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !slices.Equal(info.Config.FilterSubjects, routeFilters(name)) {
+			t.Errorf("%s: filters %v after the upgrade, want %v", name, info.Config.FilterSubjects, routeFilters(name))
+		}
+	}
+	// New events take the routed subjects and still arrive once.
+	h2.mustAccept("msg_new", sampleBody)
+	if d := a.wait(t, 10*time.Second); d.MsgID != "msg_new" {
+		t.Fatalf("a: got %s, want msg_new", d.MsgID)
+	}
+	if d := b.wait(t, 10*time.Second); d.MsgID != "msg_new" {
+		t.Fatalf("b: got %s, want msg_new", d.MsgID)
+	}
+	a.none(t, 200*time.Millisecond)
+	b.none(t, 0)
 }
