@@ -67,30 +67,26 @@ func (c *compactor) value(depth int) bool {
 	return false
 }
 
-func (c *compactor) object(depth int) bool {
+func (c *compactor) object(depth int) bool { return c.container(depth, '}', c.member) }
+
+func (c *compactor) array(depth int) bool { return c.container(depth, ']', c.value) }
+
+// container copies an object or an array: the opening byte at c.i, then
+// elements separated by commas up to end.
+func (c *compactor) container(depth int, end byte, element func(depth int) bool) bool {
 	if depth > maxDepth {
 		return false
 	}
-	c.dst = append(c.dst, '{')
+	c.dst = append(c.dst, c.src[c.i])
 	c.i++
 	c.space()
-	if c.peek() == '}' {
-		c.dst = append(c.dst, '}')
+	if c.peek() == end {
+		c.dst = append(c.dst, end)
 		c.i++
 		return true
 	}
 	for {
-		if c.peek() != '"' || !c.string() {
-			return false
-		}
-		c.space()
-		if c.peek() != ':' {
-			return false
-		}
-		c.dst = append(c.dst, ':')
-		c.i++
-		c.space()
-		if !c.value(depth) {
+		if !element(depth) {
 			return false
 		}
 		c.space()
@@ -99,8 +95,8 @@ func (c *compactor) object(depth int) bool {
 			c.dst = append(c.dst, ',')
 			c.i++
 			c.space()
-		case '}':
-			c.dst = append(c.dst, '}')
+		case end:
+			c.dst = append(c.dst, end)
 			c.i++
 			return true
 		default:
@@ -109,36 +105,19 @@ func (c *compactor) object(depth int) bool {
 	}
 }
 
-func (c *compactor) array(depth int) bool {
-	if depth > maxDepth {
+// member copies "name": value.
+func (c *compactor) member(depth int) bool {
+	if c.peek() != '"' || !c.string() {
 		return false
 	}
-	c.dst = append(c.dst, '[')
+	c.space()
+	if c.peek() != ':' {
+		return false
+	}
+	c.dst = append(c.dst, ':')
 	c.i++
 	c.space()
-	if c.peek() == ']' {
-		c.dst = append(c.dst, ']')
-		c.i++
-		return true
-	}
-	for {
-		if !c.value(depth) {
-			return false
-		}
-		c.space()
-		switch c.peek() {
-		case ',':
-			c.dst = append(c.dst, ',')
-			c.i++
-			c.space()
-		case ']':
-			c.dst = append(c.dst, ']')
-			c.i++
-			return true
-		default:
-			return false
-		}
-	}
+	return c.value(depth)
 }
 
 // string copies a string, escapes included, after checking them; like
