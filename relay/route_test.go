@@ -95,3 +95,34 @@ func FuzzRoute(f *testing.F) {
 		}
 	})
 }
+
+func TestParsePubAck(t *testing.T) {
+	tests := []struct {
+		ack     string
+		dup     bool
+		wantErr string // "" for none
+	}{
+		{`{"stream":"RELAY_EVENTS","seq":1}`, false, ""},
+		{`{"stream":"RELAY_EVENTS","seq":123456789,"duplicate":true}`, true, ""},
+		{`{"stream":"RELAY_EVENTS","domain":"hub","seq":7,"duplicate":true}`, true, ""}, // the decoder's path
+		{`{"stream":"RELAY_EVENTS","seq":7,"duplicate":false}`, false, ""},
+		{`{"error":{"code":503,"err_code":10077,"description":"maximum messages exceeded"}}`, false, "publish refused: maximum messages exceeded (code 503, err_code 10077)"},
+		{`{"stream":"OTHER","seq":1}`, false, `publish acknowledged by stream "OTHER", want "RELAY_EVENTS"`},
+		{`{"stream":"RELAY_EVENTS","seq":}`, false, "unreadable publish acknowledgement"},
+		{``, false, "unreadable publish acknowledgement"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.ack, func(t *testing.T) {
+			dup, err := parsePubAck([]byte(tt.ack))
+			if tt.wantErr == "" {
+				if err != nil || dup != tt.dup {
+					t.Fatalf("parsePubAck = %v, %v; want %v, nil", dup, err, tt.dup)
+				}
+				return
+			}
+			if err == nil || !strings.HasPrefix(err.Error(), tt.wantErr) {
+				t.Fatalf("parsePubAck error = %v, want %q", err, tt.wantErr)
+			}
+		})
+	}
+}
