@@ -584,3 +584,44 @@ func TestUpgradeKeepsEarlierEvents(t *testing.T) {
 	a.none(t, 200*time.Millisecond)
 	b.none(t, 0)
 }
+
+// TestLongDeliveryIsNotRedelivered: a delivery that takes longer than
+// ack_wait keeps its message with progress heartbeats, so JetStream does not
+// hand it out again meanwhile.
+func TestLongDeliveryIsNotRedelivered(t *testing.T) {
+	tr := &testRegistry{}
+	calls := make(chan string, 10)
+	release := make(chan struct{})
+	tr.set("a", func(ctx context.Context, d sinks.Delivery) error {
+		calls <- d.MsgID
+		select {
+		case <-release:
+			return nil
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	})
+	yaml := strings.Replace(testServerConfig(t.TempDir(), twoRules), "  ack_wait: 5s\n", "  ack_wait: 1s\n", 1)
+	h := startHarness(t, tr, yaml)
+	h.mustAccept("msg_slow", sampleBody)
+	select {
+	case id := <-calls:
+		if id != "msg_slow" {
+			t.Fatalf("delivered %s, want msg_slow", id)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("no delivery within 10s")
+	}
+	// Three ack_waits with the delivery in flight: no second attempt.
+	select {
+	case id := <-calls:
+		t.Fatalf("%s handed out again while its delivery was in flight", id)
+	case <-time.After(3 * time.Second):
+	}
+	close(release)
+	select {
+	case id := <-calls:
+		t.Fatalf("%s delivered again after it succeeded", id)
+	case <-time.After(1500 * time.Millisecond):
+	}
+}
