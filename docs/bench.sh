@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # docs/bench.sh — reproduces every load figure of docs/benchmarks.md.
 #
-#   bash docs/bench.sh                     # the full run (about 4 minutes at DURATION=15s)
+#   bash docs/bench.sh                     # the full run (about 11 minutes at DURATION=15s)
 #   DURATION=3s MEM_EVENTS=20000 bash docs/bench.sh    # a quick check of the harness
 #   MEASURE="floor relay" bash docs/bench.sh           # a subset
 #
@@ -23,6 +23,9 @@
 #           forwarded over HTTP.
 #   ratio   RATIO_ROUNDS back-to-back pairs of the floor and the relay (sync
 #           1s) at concurrency 64: each pair's relay/floor and the median
+#   sustain the same relay at steady rates (SUSTAIN_RATES, open loop): does it
+#           deliver as fast as it accepts? accepted/s, the deliveries
+#           pending when the load stopped and how long they took to drain
 #   e2e     the same relay at a steady E2E_RATE events/s (open loop): accept
 #           latency at the sender and end-to-end latency at the receiving
 #           endpoint (its arrival minus the relay's received_at, which the
@@ -33,7 +36,7 @@
 #
 # Environment: DURATION (15s), CONCURRENCIES ("1 16 64"), E2E_RATE (1000),
 # MEM_EVENTS (100000), MEM_CONCURRENCY (64), MEASURE ("floor fsync relay ratio
-# e2e mem"), RATIO_ROUNDS (3), LOG_LEVEL (relay --log-level, info: one log line per event, as
+# sustain e2e mem"), RATIO_ROUNDS (3), SUSTAIN_RATES ("4000 6000 8000"), LOG_LEVEL (relay --log-level, info: one log line per event, as
 # deployed), RELAY_ENV (extra VAR=value words for relay serve only, e.g.
 # "GOGC=200"), START_TIMEOUT (30 s), DRAIN_TIMEOUT (120 s), KEEP=1 keeps the
 # work directory (logs, reports) and prints its path.
@@ -44,8 +47,9 @@ CONCURRENCIES=${CONCURRENCIES:-"1 16 64"}
 E2E_RATE=${E2E_RATE:-1000}
 MEM_EVENTS=${MEM_EVENTS:-100000}
 MEM_CONCURRENCY=${MEM_CONCURRENCY:-64}
-MEASURE=${MEASURE:-"floor fsync relay ratio e2e mem"}
+MEASURE=${MEASURE:-"floor fsync relay ratio sustain e2e mem"}
 RATIO_ROUNDS=${RATIO_ROUNDS:-3}
+SUSTAIN_RATES=${SUSTAIN_RATES:-"4000 6000 8000"}
 LOG_LEVEL=${LOG_LEVEL:-info}
 RELAY_ENV=${RELAY_ENV:-}
 START_TIMEOUT=${START_TIMEOUT:-30}
@@ -347,6 +351,39 @@ if wants ratio; then
 	done
 fi
 
+# --- c3: sustained rates ----------------------------------------------------
+# At a steady rate the relay should deliver as fast as it accepts: the
+# backlog when the load stops stays small and drains at once. Past its
+# capacity on these cores the backlog grows for as long as the load lasts.
+SUSTAIN_ROWS=()
+if wants sustain; then
+	for rate in $SUSTAIN_RATES; do
+		name=sustain-$rate
+		dir=$WORK/$name
+		mkdir -p "$dir"
+		start_loadtool "$name-receiver" --receive 127.0.0.1:0
+		recv_pid=$LAST_PID
+		write_config "$dir/relay.yaml" "$dir" 1s "$LAST_ADDR"
+		start_relay "$name" "$dir/relay.yaml"
+		log "sustain rate=$rate/s ($DURATION) on $RELAY_INGEST"
+		load "$name" "http://$RELAY_INGEST/webhooks/recall" --rate "$rate" --concurrency 256 --duration "$DURATION"
+		pending=$(metric "$RELAY_ADMIN" relay_pending_deliveries)
+		start_ns=$(date +%s%N)
+		left=$pending
+		for ((i = 0; i < DRAIN_TIMEOUT * 10 && left > 0; i++)); do
+			sleep 0.1
+			left=$(metric "$RELAY_ADMIN" relay_pending_deliveries)
+		done
+		drain=$(awk -v a="$start_ns" -v b="$(date +%s%N)" 'BEGIN { printf "%.1f", (b - a) / 1e9 }')
+		((left == 0)) || drain=">$DRAIN_TIMEOUT"
+		stop_proc "$RELAY_PID"
+		stop_proc "$recv_pid"
+		rm -rf "$dir/jetstream"
+		f=$WORK/$name.json
+		SUSTAIN_ROWS+=("| $rate | $(jfield "$f" ok_throughput_rps) | $(jfield "$f" missed) | $(non2xx "$f") | $(jfield "$f" p99_ms) | $pending | $drain |")
+	done
+fi
+
 # --- d: end-to-end latency at a steady rate ---------------------------------
 if wants e2e; then
 	# The template must render: check it with a dry run first.
@@ -476,6 +513,14 @@ if ((${#RATIO_ROWS[@]})); then
 	printf '%s\n' "${RATIO_ROWS[@]}"
 	echo
 	echo "median relay / floor: $(printf '%s\n' "${RATIOS[@]}" | sort -n | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }')"
+fi
+if ((${#SUSTAIN_ROWS[@]})); then
+	echo
+	echo "### Sustained rates (open loop, sync 1s; file archive + http sink to relay-load --receive)"
+	echo
+	echo "| rate/s | accepted/s | missed | non-2xx | accept p99 ms | pending deliveries at end | drained in s |"
+	echo "| ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+	printf '%s\n' "${SUSTAIN_ROWS[@]}"
 fi
 if ((${#E2E_ROWS[@]})); then
 	echo
