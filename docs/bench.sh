@@ -303,22 +303,38 @@ wants floor && run_floor floor
 wants fsync && run_floor fsync
 
 # --- c: relay throughput ----------------------------------------------------
-# relay_once NAME SYNC C: a receiver, a relay with write_config's config and
-# one load at concurrency C; the report is NAME.json, the 2xx rate is in
-# LAST_RPS and the deliveries still pending at the end in LAST_PENDING.
-relay_once() {
-	local name=$1 sync=$2 c=$3 dir=$WORK/$1 recv_pid
+# relay_start NAME SYNC [RECEIVER ARGS...]: a relay-load --receive process
+# (RECV_PID, RECV_ADDR) and a relay with write_config's config sending to it
+# (RELAY_PID, RELAY_INGEST, RELAY_ADMIN); the http sink's extra YAML lines,
+# if any, come from RELAY_SINK_EXTRA.
+relay_start() {
+	local name=$1 sync=$2 dir=$WORK/$1
+	shift 2
 	mkdir -p "$dir"
-	start_loadtool "$name-receiver" --receive 127.0.0.1:0
-	recv_pid=$LAST_PID
-	write_config "$dir/relay.yaml" "$dir" "$sync" "$LAST_ADDR"
+	start_loadtool "$name-receiver" --receive 127.0.0.1:0 "$@"
+	RECV_PID=$LAST_PID
+	RECV_ADDR=$LAST_ADDR
+	write_config "$dir/relay.yaml" "$dir" "$sync" "$RECV_ADDR" "${RELAY_SINK_EXTRA:-}"
 	start_relay "$name" "$dir/relay.yaml"
+}
+
+# relay_stop NAME: stops what relay_start started and drops the store.
+relay_stop() {
+	stop_proc "$RELAY_PID"
+	stop_proc "$RECV_PID"
+	rm -rf "$WORK/$1/jetstream"
+}
+
+# relay_once NAME SYNC C: relay_start, one load at concurrency C, relay_stop;
+# the report is NAME.json, the 2xx rate is in LAST_RPS and the deliveries
+# still pending at the end in LAST_PENDING.
+relay_once() {
+	local name=$1 sync=$2 c=$3
+	relay_start "$name" "$sync"
 	log "relay sync=$sync c=$c ($DURATION) on $RELAY_INGEST"
 	load "$name" "http://$RELAY_INGEST/webhooks/recall" --concurrency "$c" --duration "$DURATION"
 	LAST_PENDING=$(metric "$RELAY_ADMIN" relay_pending_deliveries)
-	stop_proc "$RELAY_PID"
-	stop_proc "$recv_pid"
-	rm -rf "$dir/jetstream"
+	relay_stop "$name"
 	LAST_RPS=$(jfield "$WORK/$name.json" ok_throughput_rps)
 }
 
@@ -359,12 +375,7 @@ SUSTAIN_ROWS=()
 if wants sustain; then
 	for rate in $SUSTAIN_RATES; do
 		name=sustain-$rate
-		dir=$WORK/$name
-		mkdir -p "$dir"
-		start_loadtool "$name-receiver" --receive 127.0.0.1:0
-		recv_pid=$LAST_PID
-		write_config "$dir/relay.yaml" "$dir" 1s "$LAST_ADDR"
-		start_relay "$name" "$dir/relay.yaml"
+		relay_start "$name" 1s
 		log "sustain rate=$rate/s ($DURATION) on $RELAY_INGEST"
 		load "$name" "http://$RELAY_INGEST/webhooks/recall" --rate "$rate" --concurrency 256 --duration "$DURATION"
 		pending=$(metric "$RELAY_ADMIN" relay_pending_deliveries)
@@ -376,9 +387,7 @@ if wants sustain; then
 		done
 		drain=$(awk -v a="$start_ns" -v b="$(date +%s%N)" 'BEGIN { printf "%.1f", (b - a) / 1e9 }')
 		((left == 0)) || drain=">$DRAIN_TIMEOUT"
-		stop_proc "$RELAY_PID"
-		stop_proc "$recv_pid"
-		rm -rf "$dir/jetstream"
+		relay_stop "$name"
 		f=$WORK/$name.json
 		SUSTAIN_ROWS+=("| $rate | $(jfield "$f" ok_throughput_rps) | $(jfield "$f" missed) | $(non2xx "$f") | $(jfield "$f" p99_ms) | $pending | $drain |")
 	done
@@ -397,30 +406,22 @@ if wants e2e; then
 
 	for sync in 1s always; do
 		name=e2e-$sync
-		dir=$WORK/$name
-		mkdir -p "$dir"
-		start_loadtool "$name-receiver" --receive 127.0.0.1:0 --json
-		recv_pid=$LAST_PID
-		recv_addr=$LAST_ADDR
-		write_config "$dir/relay.yaml" "$dir" "$sync" "$recv_addr" "    body_template: '$E2E_TEMPLATE'"
-		start_relay "$name" "$dir/relay.yaml"
+		RELAY_SINK_EXTRA="    body_template: '$E2E_TEMPLATE'" relay_start "$name" "$sync" --json
 		log "e2e sync=$sync rate=$E2E_RATE/s ($DURATION) on $RELAY_INGEST"
 		load "$name" "http://$RELAY_INGEST/webhooks/recall" --rate "$E2E_RATE" --concurrency 64 --duration "$DURATION"
 		f=$WORK/$name.json
 		want=$(jfield "$f" ok)
 		got=0
 		for ((i = 0; i < DRAIN_TIMEOUT * 10; i++)); do
-			got=$(curl -fsS --max-time 5 "http://$recv_addr/stats" | grep -o '"received":[0-9]*' | cut -d: -f2 || true)
+			got=$(curl -fsS --max-time 5 "http://$RECV_ADDR/stats" | grep -o '"received":[0-9]*' | cut -d: -f2 || true)
 			got=${got:-0}
 			((got >= want)) && break
 			sleep 0.1
 		done
 		((got >= want)) || echo "bench.sh: $name: receiver got $got of $want deliveries within ${DRAIN_TIMEOUT}s" >&2
-		stop_proc "$recv_pid"
-		stop_proc "$RELAY_PID"
+		relay_stop "$name"
 		r=$WORK/$name-receiver.out
 		E2E_ROWS+=("| $sync | $E2E_RATE | $(jfield "$f" ok) | $(jfield "$f" missed) | $(non2xx "$f") | $(jfield "$f" p50_ms) | $(jfield "$f" p99_ms) | $(jfield "$r" count) | $(jfield "$r" p50_ms) | $(jfield "$r" p99_ms) | $(jfield "$r" max_ms) |")
-		rm -rf "$dir/jetstream"
 	done
 fi
 
