@@ -116,13 +116,13 @@ func (s *jsStore) replayDead(ctx context.Context, id uint64, isSink func(string)
 	if !isSink(dl.Sink) {
 		return fmt.Errorf("%w: sink %q is not configured", errConflict, dl.Sink)
 	}
-	route, _ := json.Marshal(map[string][]string{dl.Sink: dl.Rules})
+	route := encodeRoute(map[string][]string{dl.Sink: dl.Rules}, []string{dl.Sink})
 	r := nats.NewMsg(replaySubject + dl.Sink)
 	r.Data = m.Data
 	r.Header.Set(hdrMsgID, dl.MsgID)
 	r.Header.Set(hdrSource, dl.Source)
 	r.Header.Set(hdrReceivedAt, m.Header.Get(hdrReceivedAt))
-	r.Header.Set(hdrRoute, string(route))
+	r.Header.Set(hdrRoute, route)
 	if _, err := s.js.PublishMsg(ctx, r, jetstream.WithMsgID(fmt.Sprintf("replay:%s:%d", dl.Sink, id)), jetstream.WithExpectStream(eventsStream)); err != nil {
 		return fmt.Errorf("requeue: %w", err)
 	}

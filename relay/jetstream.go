@@ -200,14 +200,15 @@ func (s *jsStore) Append(ctx context.Context, e Event) (bool, error) {
 	// rather than through Header.Set, which canonicalises each key.
 	// The source and the sender's id travel in the JetStream message id
 	// (see eventIdentity); parsePubAck checks which stream stored it.
-	m := &nats.Msg{Subject: eventSubject(e.Source, e.Route), Data: e.Body, Header: make(nats.Header, 4)}
+	sinks := sortedKeys(e.Route)
+	m := &nats.Msg{Subject: eventSubject(e.Source, sinks), Data: e.Body, Header: make(nats.Header, 4)}
 	m.Header[jetstream.MsgIDHeader] = []string{e.Source + ":" + e.MsgID}
 	m.Header[hdrReceivedAt] = []string{e.ReceivedAt.UTC().Format(time.RFC3339Nano)}
 	if e.Type != "" {
 		m.Header[hdrEvent] = []string{e.Type}
 	}
 	if len(e.Route) > 0 {
-		m.Header[hdrRoute] = []string{encodeRoute(e.Route)}
+		m.Header[hdrRoute] = []string{encodeRoute(e.Route, sinks)}
 	}
 	var reply *nats.Msg
 	var err error
@@ -308,15 +309,15 @@ func (s *jsStore) close() {
 const maxSubjectSinks = 8
 
 // eventSubject is the subject an event is stored under:
-// relay.to.<source>.<sink>..., its sinks sorted. Each sink's consumer
+// relay.to.<source>.<sink>..., sinks sorted. Each sink's consumer
 // filters on the subjects that name it (see routeFilters), so the server
 // hands a sink only the events routed to it, and an event routed nowhere
 // is not stored at all (its id is still kept for deduplication).
-func eventSubject(source string, route map[string][]string) string {
-	if len(route) > maxSubjectSinks {
+func eventSubject(source string, sinks []string) string {
+	if len(sinks) > maxSubjectSinks {
 		return eventsSubject + source
 	}
-	return routedSubject + source + dotJoin(sortedKeys(route))
+	return routedSubject + source + dotJoin(sinks)
 }
 
 // dotJoin returns "" or ".a.b...".

@@ -2,7 +2,6 @@ package relay
 
 import (
 	"encoding/json"
-	"slices"
 	"strings"
 
 	"github.com/nats-io/nats.go"
@@ -14,18 +13,16 @@ import (
 // have a fast path for names that need no escaping, and fall back to
 // encoding/json for anything else. FuzzRoute holds them to encoding/json.
 
-// encodeRoute writes route as the Relay-Route header value.
-func encodeRoute(route map[string][]string) string {
-	sinks := make([]string, 0, len(route))
+// encodeRoute writes route as the Relay-Route header value; sinks are its
+// keys, sorted (the caller has them: the event's subject names them too).
+func encodeRoute(route map[string][]string, sinks []string) string {
 	size := 2
 	for sink, rules := range route {
-		sinks = append(sinks, sink)
 		size += len(sink) + 6
 		for _, r := range rules {
 			size += len(r) + 3
 		}
 	}
-	slices.Sort(sinks)
 	b := make([]byte, 0, size)
 	b = append(b, '{')
 	for i, sink := range sinks {
