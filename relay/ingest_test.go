@@ -195,6 +195,16 @@ func TestIngest(t *testing.T) {
 		{name: "body one byte over the limit", req: func(t *testing.T) *http.Request {
 			return signed(t, testSecret, "msg_1", testNow, jsonObject(maxBody+1), "svix")
 		}, wantCode: 413},
+		{name: "body at the limit, length not declared", req: func(t *testing.T) *http.Request {
+			r := signed(t, testSecret, "msg_1", testNow, jsonObject(maxBody), "svix")
+			r.ContentLength = -1 // as a chunked request arrives
+			return r
+		}, wantCode: 200, wantStatus: "accepted", wantStored: 1},
+		{name: "body over the limit, length not declared", req: func(t *testing.T) *http.Request {
+			r := signed(t, testSecret, "msg_1", testNow, jsonObject(maxBody+1), "svix")
+			r.ContentLength = -1
+			return r
+		}, wantCode: 413},
 		{name: "JSON array", req: func(t *testing.T) *http.Request {
 			return signed(t, testSecret, "msg_1", testNow, `[{"event":"x"}]`, "svix")
 		}, wantCode: 400},
