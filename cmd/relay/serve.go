@@ -44,6 +44,8 @@ func serveCommand() *cobra.Command {
 				printProblems(cmd.ErrOrStderr(), err)
 				return errFailed
 			}
+			gcPercent := setDefaultGC(os.Getenv)
+			log.Debug("garbage collector", "gogc", gcPercent)
 			srv := relay.New(cfg, relay.Options{Logger: log, Registry: reg, ConfigPath: configPath})
 
 			// Only main handles signals: SIGTERM/SIGINT stop, SIGHUP reloads.
