@@ -107,7 +107,7 @@ func openJetStream(ctx context.Context, cfg StorageConfig, log *slog.Logger) (*j
 			s.ns.Shutdown()
 			return nil, errors.New("embedded nats: not ready after 30s")
 		}
-		s.nc, err = nats.Connect("", nats.InProcessServer(s.ns), nats.Name("relay"))
+		s.nc, err = nats.Connect("", nats.InProcessServer(inProcess{s.ns}), nats.Name("relay"))
 	} else {
 		s.nc, err = nats.Connect(cfg.URL,
 			nats.Name("relay"),
