@@ -77,6 +77,8 @@ type worker struct {
 	sendCtx    context.Context
 	cancelSend context.CancelFunc
 
+	quotedName string // `"<name>"`, as the route header spells a sink
+
 	// The metric series every delivery updates, looked up once.
 	delivered prometheus.Counter
 	retried   prometheus.Counter
@@ -104,6 +106,7 @@ func consumerConfig(sink string, concurrency int, ackWait time.Duration) jetstre
 // start creates or updates the sink's consumer and begins consuming.
 func (w *worker) start(ctx context.Context, concurrency int) error {
 	w.firstFailed = make(map[uint64]time.Time)
+	w.quotedName = `"` + w.name + `"`
 	w.delivered = w.metrics.Deliveries.WithLabelValues(w.name, "delivered")
 	w.retried = w.metrics.Deliveries.WithLabelValues(w.name, "retried")
 	w.duration = w.metrics.DeliveryDuration.WithLabelValues(w.name)
@@ -169,7 +172,7 @@ func (w *worker) handle(msg jetstream.Msg) {
 	// routed to more sinks than a subject names (and events stored by
 	// earlier versions): skip decoding the route when it cannot name this
 	// sink.
-	if !strings.Contains(h.Get(hdrRoute), `"`+w.name+`"`) {
+	if !strings.Contains(h.Get(hdrRoute), w.quotedName) {
 		_ = msg.Ack()
 		return
 	}
