@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"regexp"
+	"runtime"
 	"sort"
 	"strconv"
 	"strings"
@@ -43,6 +44,16 @@ type ServerConfig struct {
 	AdminToken    sinks.Secret
 	MaxBodyBytes  int64
 	ShutdownGrace time.Duration
+	// IngestPriority lets deliveries give way to a busy ingest.
+	IngestPriority IngestPriority
+}
+
+// IngestPriority says when deliveries give way to webhook requests: while
+// BusyAt or more requests are being handled, each delivery waits up to
+// MaxHold for ingest to ease before it sends. BusyAt 0 turns it off.
+type IngestPriority struct {
+	BusyAt  int           `koanf:"busy_at"`
+	MaxHold time.Duration `koanf:"max_hold"`
 }
 
 // StorageConfig says where events are kept.
@@ -100,6 +111,14 @@ var DefaultRetry = RetryPolicy{
 	MaxAge:          24 * time.Hour,
 }
 
+// DefaultIngestPriority applies when the config does not say: busy at a
+// load of 6 requests in flight per CPU the process may use (GOMAXPROCS),
+// deliveries held at most 50 ms. See docs/operations.md for how it was
+// chosen.
+func DefaultIngestPriority() IngestPriority {
+	return IngestPriority{BusyAt: 6 * runtime.GOMAXPROCS(0), MaxHold: 50 * time.Millisecond}
+}
+
 // defaultSinkConcurrency applies when neither the sink's config nor its type
 // says how many deliveries may be in flight.
 const defaultSinkConcurrency = 4
@@ -107,11 +126,12 @@ const defaultSinkConcurrency = 4
 // fileConfig mirrors the YAML schema for decoding; unknown keys are errors.
 type fileConfig struct {
 	Server struct {
-		Listen        string        `koanf:"listen"`
-		AdminListen   string        `koanf:"admin_listen"`
-		AdminToken    string        `koanf:"admin_token"`
-		MaxBodyBytes  int64         `koanf:"max_body_bytes"`
-		ShutdownGrace time.Duration `koanf:"shutdown_grace"`
+		Listen         string         `koanf:"listen"`
+		AdminListen    string         `koanf:"admin_listen"`
+		AdminToken     string         `koanf:"admin_token"`
+		MaxBodyBytes   int64          `koanf:"max_body_bytes"`
+		ShutdownGrace  time.Duration  `koanf:"shutdown_grace"`
+		IngestPriority IngestPriority `koanf:"ingest_priority"`
 	} `koanf:"server"`
 	Storage struct {
 		Dir          string        `koanf:"dir"`
@@ -142,6 +162,7 @@ func defaultFileConfig() fileConfig {
 	fc.Server.AdminListen = "127.0.0.1:9090"
 	fc.Server.MaxBodyBytes = 1 << 20
 	fc.Server.ShutdownGrace = 20 * time.Second
+	fc.Server.IngestPriority = DefaultIngestPriority()
 	fc.Storage.Dir = "./data"
 	fc.Storage.Replicas = 1
 	fc.Storage.Sync = "always"
@@ -263,11 +284,12 @@ func decodeConfig(k *koanf.Koanf, reg *sinks.Registry) (*Config, error) {
 
 	cfg := &Config{
 		Server: ServerConfig{
-			Listen:        fc.Server.Listen,
-			AdminListen:   fc.Server.AdminListen,
-			AdminToken:    sinks.Secret(fc.Server.AdminToken),
-			MaxBodyBytes:  fc.Server.MaxBodyBytes,
-			ShutdownGrace: fc.Server.ShutdownGrace,
+			Listen:         fc.Server.Listen,
+			AdminListen:    fc.Server.AdminListen,
+			AdminToken:     sinks.Secret(fc.Server.AdminToken),
+			MaxBodyBytes:   fc.Server.MaxBodyBytes,
+			ShutdownGrace:  fc.Server.ShutdownGrace,
+			IngestPriority: fc.Server.IngestPriority,
 		},
 		Storage: StorageConfig{
 			Dir:          fc.Storage.Dir,
@@ -388,6 +410,12 @@ func validateServer(s *ServerConfig) []error {
 	}
 	if s.ShutdownGrace < 0 {
 		errs = append(errs, errors.New("server.shutdown_grace: must not be negative"))
+	}
+	if s.IngestPriority.BusyAt < 0 {
+		errs = append(errs, errors.New("server.ingest_priority.busy_at: must not be negative (0 turns it off)"))
+	}
+	if s.IngestPriority.MaxHold < 0 {
+		errs = append(errs, errors.New("server.ingest_priority.max_hold: must not be negative"))
 	}
 	return errs
 }

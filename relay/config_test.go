@@ -1,6 +1,7 @@
 package relay
 
 import (
+	"runtime"
 	"slices"
 	"strings"
 	"testing"
@@ -53,6 +54,34 @@ func TestLoadConfigDefaults(t *testing.T) {
 	}
 	if cfg.RuleSet == nil || cfg.RuleSet.Len() != 1 {
 		t.Errorf("rules not compiled")
+	}
+	want := IngestPriority{BusyAt: 6 * runtime.GOMAXPROCS(0), MaxHold: 50 * time.Millisecond}
+	if got := cfg.Server.IngestPriority; got != want {
+		t.Errorf("ingest_priority: got %+v, want %+v", got, want)
+	}
+}
+
+// TestLoadConfigIngestPriority: either key may be set alone; busy_at 0
+// turns it off.
+func TestLoadConfigIngestPriority(t *testing.T) {
+	def := DefaultIngestPriority()
+	tests := []struct {
+		yaml string
+		want IngestPriority
+	}{
+		{"  ingest_priority: {busy_at: 32}\n", IngestPriority{BusyAt: 32, MaxHold: def.MaxHold}},
+		{"  ingest_priority: {max_hold: 10ms}\n", IngestPriority{BusyAt: def.BusyAt, MaxHold: 10 * time.Millisecond}},
+		{"  ingest_priority: {busy_at: 0}\n", IngestPriority{BusyAt: 0, MaxHold: def.MaxHold}},
+	}
+	for _, tt := range tests {
+		yaml := strings.Replace(validConfig, "server:\n", "server:\n"+tt.yaml, 1)
+		cfg, err := LoadConfig(writeConfig(t, yaml), LoadOptions{Environ: []string{}})
+		if err != nil {
+			t.Fatalf("%q: %v", tt.yaml, err)
+		}
+		if got := cfg.Server.IngestPriority; got != tt.want {
+			t.Errorf("%q: got %+v, want %+v", tt.yaml, got, tt.want)
+		}
 	}
 }
 
@@ -111,6 +140,17 @@ func TestLoadConfigErrors(t *testing.T) {
 				return strings.Replace(strings.Replace(s, "listen:", "listn: x\n  listen:", 1), "    type: fake", "    type: fake\n    colour: red", 1) + "extra: 1\n"
 			},
 			want: []string{"extra: unknown key", "server.listn: unknown key", "sinks.a.colour: unknown key"},
+		},
+		{
+			name: "negative ingest priority",
+			edit: func(s string) string {
+				return strings.Replace(s, "server:\n", "server:\n  ingest_priority: {busy_at: -1, max_hold: -1s, after: 1}\n", 1)
+			},
+			want: []string{
+				"server.ingest_priority.after: unknown key",
+				"server.ingest_priority.busy_at: must not be negative (0 turns it off)",
+				"server.ingest_priority.max_hold: must not be negative",
+			},
 		},
 		{
 			name: "unknown key in a source",

@@ -68,6 +68,7 @@ type worker struct {
 	metrics *Metrics
 	now     func() time.Time
 	ackWait time.Duration
+	load    *ingestLoad
 
 	rt       atomic.Pointer[sinkRuntime]
 	cons     jetstream.Consumer
@@ -83,6 +84,8 @@ type worker struct {
 	delivered prometheus.Counter
 	retried   prometheus.Counter
 	duration  prometheus.Observer
+	yielding  prometheus.Gauge
+	yielded   prometheus.Counter
 
 	mu          sync.Mutex
 	firstFailed map[uint64]time.Time // stream seq -> first failed attempt (this process)
@@ -110,6 +113,8 @@ func (w *worker) start(ctx context.Context, concurrency int) error {
 	w.delivered = w.metrics.Deliveries.WithLabelValues(w.name, "delivered")
 	w.retried = w.metrics.Deliveries.WithLabelValues(w.name, "retried")
 	w.duration = w.metrics.DeliveryDuration.WithLabelValues(w.name)
+	w.yielding = w.metrics.Yielding.WithLabelValues(w.name)
+	w.yielded = w.metrics.YieldTotal.WithLabelValues(w.name)
 	w.sendCtx, w.cancelSend = context.WithCancel(context.Background())
 	cfg := consumerConfig(w.name, concurrency, w.ackWait)
 	cons, err := w.store.events.Consumer(ctx, cfg.Durable)
@@ -210,6 +215,8 @@ func (w *worker) deliver(msg jetstream.Msg, ruleNames []string) {
 	d.ReceivedAt, _ = time.Parse(time.RFC3339Nano, h.Get(hdrReceivedAt))
 	d.Event = h.Get(hdrEvent)
 
+	stopBeat := w.heartbeat(msg)
+	w.giveWay()
 	var rt *sinkRuntime
 	for {
 		rt = w.rt.Load()
@@ -225,12 +232,12 @@ func (w *worker) deliver(msg jetstream.Msg, ruleNames []string) {
 		}
 	}
 	if rt.sink == nil {
+		stopBeat()
 		rt.release()
 		w.deadLetter(msg, md, d, reasonSinkRemoved)
 		return
 	}
 	policy := rt.policy
-	stopBeat := w.heartbeat(msg)
 	start := time.Now()
 	err = rt.sink.Send(w.sendCtx, d)
 	elapsed := time.Since(start)
@@ -276,6 +283,20 @@ func (w *worker) deliver(msg jetstream.Msg, ruleNames []string) {
 	if err := msg.NakWithDelay(delay); err != nil {
 		w.deliveryLog(d).Warn("nak failed; redelivery waits for the ack timeout", "err", err)
 	}
+}
+
+// giveWay waits while ingest is busy, at most server.ingest_priority.max_hold
+// (see ingestLoad).
+func (w *worker) giveWay() {
+	eased := w.load.busy()
+	if eased == nil {
+		return
+	}
+	w.yielding.Inc()
+	start := time.Now()
+	w.load.wait(w.sendCtx, eased)
+	w.yielding.Dec()
+	w.yielded.Add(time.Since(start).Seconds())
 }
 
 // heartbeat tells the server the delivery is still in progress while a send

@@ -21,6 +21,7 @@ type engine struct {
 	metrics *Metrics
 	now     func() time.Time
 	ackWait time.Duration
+	load    *ingestLoad
 
 	mu      sync.Mutex
 	workers map[string]*worker
@@ -32,9 +33,9 @@ type engine struct {
 	bg         sync.WaitGroup
 }
 
-func newEngine(store *jsStore, log *slog.Logger, m *Metrics, now func() time.Time, ackWait time.Duration) *engine {
+func newEngine(store *jsStore, log *slog.Logger, m *Metrics, now func() time.Time, ackWait time.Duration, load *ingestLoad) *engine {
 	return &engine{
-		store: store, log: log, metrics: m, now: now, ackWait: ackWait,
+		store: store, log: log, metrics: m, now: now, ackWait: ackWait, load: load,
 		workers:    make(map[string]*worker),
 		drainEvery: 2 * time.Second,
 		done:       make(chan struct{}),
@@ -106,7 +107,7 @@ func (e *engine) apply(ctx context.Context, cfg *Config, built map[string]sinks.
 
 func (e *engine) startWorker(ctx context.Context, name string, rt *sinkRuntime, concurrency int) error {
 	w := &worker{
-		name: name, store: e.store, metrics: e.metrics, now: e.now, ackWait: e.ackWait,
+		name: name, store: e.store, metrics: e.metrics, now: e.now, ackWait: e.ackWait, load: e.load,
 		log: e.log.With("sink", name),
 	}
 	w.rt.Store(rt)

@@ -62,6 +62,7 @@ type ingestHandler struct {
 	metrics  *Metrics
 	log      *slog.Logger
 	now      func() time.Time
+	load     *ingestLoad // measures how busy ingest is
 	draining atomic.Bool
 }
 
@@ -103,6 +104,10 @@ func (h *ingestHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.answer(w, src.name, http.StatusUnauthorized, errorBody("invalid or missing webhook signature"))
 		return
 	}
+	// Counted from here, so that neither slow senders nor unsigned
+	// requests make deliveries give way.
+	began := time.Now()
+	defer func() { h.load.spend(time.Since(began)) }()
 	ev := Event{Source: src.name, MsgID: msgID, Body: body, ReceivedAt: h.now()}
 	// Decoding the body for the rules is also the check that it is one
 	// JSON object: the body is parsed once.

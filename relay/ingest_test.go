@@ -91,7 +91,7 @@ func newTestIngest(t testing.TB, store Store) *ingestHandler {
 	if err != nil {
 		t.Fatal(err)
 	}
-	h := &ingestHandler{store: store, metrics: NewMetrics(), log: discardLogger(), now: func() time.Time { return testNow }}
+	h := &ingestHandler{store: store, metrics: NewMetrics(), log: discardLogger(), now: func() time.Time { return testNow }, load: newIngestLoad(IngestPriority{})}
 	h.routes.Store(routes)
 	return h
 }

@@ -21,6 +21,9 @@ type Metrics struct {
 	ConfigReloadOK     prometheus.Gauge
 	ConfigReloadTime   prometheus.Gauge
 	IngestStoreLatency prometheus.Histogram
+	// Deliveries giving way to a busy ingest (server.ingest_priority).
+	Yielding   *prometheus.GaugeVec
+	YieldTotal *prometheus.CounterVec
 }
 
 // NewMetrics creates and registers every metric of the contract, plus the
@@ -74,11 +77,20 @@ func NewMetrics() *Metrics {
 			Help:    "Time from a verified request to the store's confirmation of the write.",
 			Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5},
 		}),
+		Yielding: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "relay_deliveries_yielding",
+			Help: "Deliveries waiting for a busy ingest to ease before they send (server.ingest_priority), by sink.",
+		}, []string{"sink"}),
+		YieldTotal: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "relay_delivery_yield_seconds_total",
+			Help: "Time deliveries spent waiting for a busy ingest to ease (server.ingest_priority), by sink.",
+		}, []string{"sink"}),
 	}
 	m.Registry.MustRegister(
 		m.IngestRequests, m.EventsAccepted, m.RuleMatches, m.RuleErrors,
 		m.Deliveries, m.DeliveryDuration, m.DeadLetters, m.PendingDeliveries,
 		m.ConfigReloadOK, m.ConfigReloadTime, m.IngestStoreLatency,
+		m.Yielding, m.YieldTotal,
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	)
@@ -104,5 +116,15 @@ func (m *Metrics) initLabels(cfg *Config) {
 		m.DeliveryDuration.WithLabelValues(name)
 		m.DeadLetters.WithLabelValues(name)
 		m.PendingDeliveries.WithLabelValues(name)
+		m.Yielding.WithLabelValues(name)
+		m.YieldTotal.WithLabelValues(name)
 	}
+}
+
+// watchIngest exports the ingest load.
+func (m *Metrics) watchIngest(l *ingestLoad) {
+	m.Registry.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "relay_ingest_load",
+		Help: "Verified webhook requests in flight, averaged over the last 20 ms; at server.ingest_priority.busy_at, deliveries give way.",
+	}, l.current))
 }

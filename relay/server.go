@@ -42,6 +42,10 @@ type Server struct {
 	store  *jsStore
 	engine *engine
 	ingest *ingestHandler
+	load   *ingestLoad // shared by ingest and the delivery workers
+	// stopLoad ends load.run; loadDone is closed when it has.
+	stopLoad context.CancelFunc
+	loadDone chan struct{}
 
 	ingestSrv, adminSrv *http.Server
 	ingestLn, adminLn   net.Listener
@@ -62,6 +66,8 @@ func New(cfg *Config, opts Options) *Server {
 	}
 	s := &Server{opts: opts, log: opts.Logger, metrics: NewMetrics(), serveErr: make(chan error, 2)}
 	s.cfg.Store(cfg)
+	s.load = newIngestLoad(cfg.Server.IngestPriority)
+	s.metrics.watchIngest(s.load)
 	return s
 }
 
@@ -87,7 +93,7 @@ func (s *Server) Start(ctx context.Context) (err error) {
 		closeSinks(built)
 		return err
 	}
-	s.engine = newEngine(s.store, s.log, s.metrics, s.opts.Now, cfg.Storage.AckWait)
+	s.engine = newEngine(s.store, s.log, s.metrics, s.opts.Now, cfg.Storage.AckWait, s.load)
 	if err := s.engine.apply(ctx, cfg, built); err != nil {
 		return err
 	}
@@ -95,7 +101,13 @@ func (s *Server) Start(ctx context.Context) (err error) {
 	if err != nil {
 		return err
 	}
-	s.ingest = &ingestHandler{store: s.store, metrics: s.metrics, log: s.log, now: s.opts.Now}
+	loadCtx, stopLoad := context.WithCancel(context.Background())
+	s.stopLoad, s.loadDone = stopLoad, make(chan struct{})
+	go func() {
+		defer close(s.loadDone)
+		s.load.run(loadCtx)
+	}()
+	s.ingest = &ingestHandler{store: s.store, metrics: s.metrics, log: s.log, now: s.opts.Now, load: s.load}
 	s.ingest.routes.Store(routes)
 
 	if s.adminLn, err = net.Listen("tcp", cfg.Server.AdminListen); err != nil {
@@ -216,6 +228,11 @@ func (s *Server) stop(ctx context.Context) error {
 		}
 	} else if s.ingestLn != nil {
 		_ = s.ingestLn.Close()
+	}
+	if s.stopLoad != nil {
+		// No more webhooks: deliveries need not give way.
+		s.stopLoad()
+		<-s.loadDone
 	}
 	if s.engine != nil {
 		gctx, cancel := context.WithTimeout(ctx, cfg.Server.ShutdownGrace)
