@@ -26,6 +26,10 @@
 #   sustain the same relay at steady rates (SUSTAIN_RATES, open loop): does it
 #           deliver as fast as it accepts? accepted/s, the deliveries
 #           pending when the load stopped and how long they took to drain
+#   burst   the same relay (sync 1s) at concurrency 64 for DURATION, with
+#           the default server.ingest_priority and with it off (busy_at 0):
+#           accepted, accepted/s, accept p99, the deliveries pending when the
+#           load stopped and how long they took to drain
 #   e2e     the same relay at a steady E2E_RATE events/s (open loop): accept
 #           latency at the sender and end-to-end latency at the receiving
 #           endpoint (its arrival minus the relay's received_at, which the
@@ -36,7 +40,7 @@
 #
 # Environment: DURATION (15s), CONCURRENCIES ("1 16 64"), E2E_RATE (1000),
 # MEM_EVENTS (100000), MEM_CONCURRENCY (64), MEASURE ("floor fsync relay ratio
-# sustain e2e mem"), RATIO_ROUNDS (3), SUSTAIN_RATES ("4000 6000 8000"), LOG_LEVEL (relay --log-level, info: one log line per event, as
+# sustain burst e2e mem"), RATIO_ROUNDS (3), SUSTAIN_RATES ("4000 6000 8000"), LOG_LEVEL (relay --log-level, info: one log line per event, as
 # deployed), RELAY_ENV (extra VAR=value words for relay serve only, e.g.
 # "GOGC=200"), START_TIMEOUT (30 s), DRAIN_TIMEOUT (120 s), KEEP=1 keeps the
 # work directory (logs, reports) and prints its path.
@@ -47,7 +51,7 @@ CONCURRENCIES=${CONCURRENCIES:-"1 16 64"}
 E2E_RATE=${E2E_RATE:-1000}
 MEM_EVENTS=${MEM_EVENTS:-100000}
 MEM_CONCURRENCY=${MEM_CONCURRENCY:-64}
-MEASURE=${MEASURE:-"floor fsync relay ratio sustain e2e mem"}
+MEASURE=${MEASURE:-"floor fsync relay ratio sustain burst e2e mem"}
 RATIO_ROUNDS=${RATIO_ROUNDS:-3}
 SUSTAIN_RATES=${SUSTAIN_RATES:-"4000 6000 8000"}
 LOG_LEVEL=${LOG_LEVEL:-info}
@@ -408,6 +412,23 @@ if wants ratio; then
 	done
 fi
 
+# drain_time ADMIN: waits (DRAIN_TIMEOUT) for the relay's pending deliveries
+# to reach 0 and prints how long that took, in seconds (">N" if they did not).
+drain_time() {
+	local start_ns left i
+	start_ns=$(date +%s%N)
+	left=$(metric "$1" relay_pending_deliveries)
+	for ((i = 0; i < DRAIN_TIMEOUT * 10 && left > 0; i++)); do
+		sleep 0.1
+		left=$(metric "$1" relay_pending_deliveries)
+	done
+	if ((left > 0)); then
+		echo ">$DRAIN_TIMEOUT"
+	else
+		awk -v a="$start_ns" -v b="$(date +%s%N)" 'BEGIN { printf "%.1f", (b - a) / 1e9 }'
+	fi
+}
+
 # --- c3: sustained rates ----------------------------------------------------
 # At a steady rate the relay should deliver as fast as it accepts: the
 # backlog when the load stops stays small and drains at once. Past its
@@ -420,17 +441,32 @@ if wants sustain; then
 		log "sustain rate=$rate/s ($DURATION) on $RELAY_INGEST"
 		load "$name" "http://$RELAY_INGEST/webhooks/recall" --rate "$rate" --concurrency 256 --duration "$DURATION"
 		pending=$(metric "$RELAY_ADMIN" relay_pending_deliveries)
-		start_ns=$(date +%s%N)
-		left=$pending
-		for ((i = 0; i < DRAIN_TIMEOUT * 10 && left > 0; i++)); do
-			sleep 0.1
-			left=$(metric "$RELAY_ADMIN" relay_pending_deliveries)
-		done
-		drain=$(awk -v a="$start_ns" -v b="$(date +%s%N)" 'BEGIN { printf "%.1f", (b - a) / 1e9 }')
-		((left == 0)) || drain=">$DRAIN_TIMEOUT"
+		drain=$(drain_time "$RELAY_ADMIN")
 		relay_stop "$name"
 		f=$WORK/$name.json
 		SUSTAIN_ROWS+=("| $rate | $(jfield "$f" ok_throughput_rps) | $(jfield "$f" missed) | $(non2xx "$f") | $(jfield "$f" p99_ms) | $pending | $drain |")
+	done
+fi
+
+# --- c4: a burst, with and without ingest priority ---------------------------
+# Closed loop at concurrency 64 for DURATION, then the time until every
+# delivery is made: the default (deliveries give way to a busy ingest) and
+# server.ingest_priority.busy_at 0 (they never do).
+BURST_ROWS=()
+if wants burst; then
+	for mode in default off; do
+		name=burst-$mode
+		saved_env=$RELAY_ENV
+		[[ $mode == off ]] && RELAY_ENV="$RELAY_ENV RELAY_SERVER__INGEST_PRIORITY__BUSY_AT=0"
+		relay_start "$name" 1s
+		RELAY_ENV=$saved_env
+		log "burst ingest_priority=$mode c=64 ($DURATION) on $RELAY_INGEST"
+		load "$name" "http://$RELAY_INGEST/webhooks/recall" --concurrency 64 --duration "$DURATION"
+		pending=$(metric "$RELAY_ADMIN" relay_pending_deliveries)
+		drain=$(drain_time "$RELAY_ADMIN")
+		relay_stop "$name"
+		f=$WORK/$name.json
+		BURST_ROWS+=("| $mode | $(jfield "$f" ok) | $(jfield "$f" ok_throughput_rps) | $(jfield "$f" p99_ms) | $pending | $drain |")
 	done
 fi
 
@@ -539,6 +575,14 @@ if ((${#E2E_ROWS[@]})); then
 	echo "| storage.sync | rate/s | accepted | missed | non-2xx | accept p50 ms | accept p99 ms | delivered | e2e p50 ms | e2e p99 ms | e2e max ms |"
 	echo "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
 	printf '%s\n' "${E2E_ROWS[@]}"
+fi
+if ((${#BURST_ROWS[@]})); then
+	echo
+	echo "### A burst at concurrency 64 for $DURATION, then the drain (sync 1s; file archive + http sink)"
+	echo
+	echo "| ingest_priority | accepted | accepted/s | accept p99 ms | pending deliveries at end | drained in s |"
+	echo "| --- | ---: | ---: | ---: | ---: | ---: |"
+	printf '%s\n' "${BURST_ROWS[@]}"
 fi
 if [[ -n $MEM_ROW ]]; then
 	echo
