@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # docs/bench.sh — reproduces every load figure of docs/benchmarks.md.
 #
-#   bash docs/bench.sh                     # the full run (about 13 minutes at DURATION=15s)
+#   bash docs/bench.sh                     # the full run (about 17 minutes at DURATION=15s)
 #   DURATION=3s MEM_EVENTS=20000 bash docs/bench.sh    # a quick check of the harness
 #   MEASURE="floor relay" bash docs/bench.sh           # a subset
 #
