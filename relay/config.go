@@ -49,8 +49,9 @@ type ServerConfig struct {
 }
 
 // IngestPriority says when deliveries give way to webhook requests: while
-// BusyAt or more requests are being handled, each delivery waits up to
-// MaxHold for ingest to ease before it sends. BusyAt 0 turns it off.
+// the ingest load (verified requests in flight, averaged over 20 ms) is
+// BusyAt or more, each delivery waits up to MaxHold for ingest to ease
+// before it sends. BusyAt 0 turns it off.
 type IngestPriority struct {
 	BusyAt  int           `koanf:"busy_at"`
 	MaxHold time.Duration `koanf:"max_hold"`
