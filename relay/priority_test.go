@@ -2,6 +2,7 @@ package relay
 
 import (
 	"context"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -11,18 +12,21 @@ import (
 	"time"
 )
 
-// runLoad starts l.run in the test's bubble and stops it at the end.
-func runLoad(t *testing.T, l *ingestLoad) {
+// runLoad starts l.run in the test's bubble; it stops when the returned
+// func is called or at the end of the test.
+func runLoad(t *testing.T, l *ingestLoad) (stop func()) {
 	ctx, cancel := context.WithCancel(t.Context())
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
 		l.run(ctx)
 	}()
-	t.Cleanup(func() {
+	stop = func() {
 		cancel()
 		<-done
-	})
+	}
+	t.Cleanup(stop)
+	return stop
 }
 
 // TestIngestLoadBusy: the load is the time requests spent in flight over
@@ -91,18 +95,18 @@ func TestIngestLoadWait(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			synctest.Test(t, func(t *testing.T) {
 				l := newIngestLoad(IngestPriority{BusyAt: 2, MaxHold: maxHold})
-				runCtx, stopRelay := context.WithCancel(t.Context())
+				stopRelay := runLoad(t, l)
 				var wg sync.WaitGroup
+				quit := make(chan struct{})
 				defer wg.Wait()
-				defer stopRelay()
-				wg.Go(func() { l.run(runCtx) })
+				defer close(quit)
 				wg.Go(func() { // a load of 4 in each of the first busyFor windows
 					time.Sleep(w / 2) // away from the ticks
 					for range tt.busyFor {
 						l.spend(4 * w)
 						select {
 						case <-time.After(w):
-						case <-runCtx.Done():
+						case <-quit:
 							return
 						}
 					}
@@ -152,50 +156,69 @@ func TestIngestCountsVerifiedRequests(t *testing.T) {
 	}
 }
 
+// busyIngestConfig has sink b, and deliveries that wait up to an hour for a
+// busy ingest.
+func busyIngestConfig(t *testing.T, grace string) string {
+	return strings.Replace(testServerConfig(t.TempDir(), onlyB), "  shutdown_grace: 5s\n",
+		"  shutdown_grace: "+grace+"\n  ingest_priority: {busy_at: 2, max_hold: 1h}\n", 1)
+}
+
+// testDecidesBusy leaves it to the test to say when ingest is busy: the
+// load is never measured.
+func testDecidesBusy(srv *Server) { srv.load.window = 24 * time.Hour }
+
+// waitYielding waits until sink b has n deliveries giving way.
+func waitYielding(h *harness, n int) {
+	h.t.Helper()
+	want := fmt.Sprintf(`relay_deliveries_yielding{sink="b"} %d`+"\n", n)
+	eventually(h.t, 10*time.Second, want, func() bool { return strings.Contains(h.scrape(), want) })
+}
+
 // TestDeliveriesGiveWayToBusyIngest: a delivery waits while ingest is busy
 // and goes as soon as it eases.
 func TestDeliveriesGiveWayToBusyIngest(t *testing.T) {
 	tr := &testRegistry{}
 	b := newRecorder()
 	tr.set("b", b.send)
-	yaml := strings.Replace(testServerConfig(t.TempDir(), onlyB),
-		"  shutdown_grace: 5s\n", "  shutdown_grace: 5s\n  ingest_priority: {busy_at: 2, max_hold: 1h}\n", 1)
-	path := writeConfig(t, yaml)
-	cfg, err := LoadConfig(path, LoadOptions{Environ: []string{}, Registry: tr.registry()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := New(cfg, Options{Registry: tr.registry(), ConfigPath: path, Environ: []string{}, Logger: newTestLogger(t)})
-	// The test decides when ingest is busy: the load is never measured.
-	srv.load.window = 24 * time.Hour
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	if err := srv.Start(ctx); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := srv.Stop(context.Background()); err != nil {
-			t.Errorf("stop: %v", err)
-		}
-	})
-	h := newHarness(t, srv)
+	h := startHarness(t, tr, busyIngestConfig(t, "5s"), testDecidesBusy)
 
-	srv.load.setBusy(true)
+	h.srv.load.setBusy(true)
 	h.mustAccept("msg_p1", sampleBody)
-	eventually(t, 10*time.Second, "the delivery gives way", func() bool {
-		return strings.Contains(h.scrape(), `relay_deliveries_yielding{sink="b"} 1`)
-	})
+	waitYielding(h, 1)
 	b.none(t, 0)
 
-	srv.load.setBusy(false)
+	h.srv.load.setBusy(false)
 	if d := b.wait(t, 10*time.Second); d.MsgID != "msg_p1" {
 		t.Errorf("delivered %s, want msg_p1", d.MsgID)
 	}
-	body := h.scrape()
-	if !strings.Contains(body, `relay_deliveries_yielding{sink="b"} 0`) {
-		t.Error("relay_deliveries_yielding not back to 0")
-	}
-	if strings.Contains(body, `relay_delivery_yield_seconds_total{sink="b"} 0`+"\n") {
+	waitYielding(h, 0)
+	if strings.Contains(h.scrape(), `relay_delivery_yield_seconds_total{sink="b"} 0`+"\n") {
 		t.Error("relay_delivery_yield_seconds_total did not count the wait")
+	}
+}
+
+// TestStopEndsTheWait: at shutdown no more webhooks come, so a delivery
+// waiting for ingest goes at once instead of holding the shutdown for
+// max_hold (an hour here, as is the grace).
+func TestStopEndsTheWait(t *testing.T) {
+	tr := &testRegistry{}
+	b := newRecorder()
+	tr.set("b", b.send)
+	srv := startServer(t, tr, busyIngestConfig(t, "1h"), testDecidesBusy)
+	h := newHarness(t, srv)
+
+	srv.load.setBusy(true)
+	h.mustAccept("msg_s1", sampleBody)
+	waitYielding(h, 1)
+
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel() // ends the shutdown if the test fails before it does
+	stopped := make(chan error, 1)
+	go func() { stopped <- srv.Stop(ctx) }()
+	if d := b.wait(t, 10*time.Second); d.MsgID != "msg_s1" {
+		t.Errorf("delivered %s, want msg_s1", d.MsgID)
+	}
+	if err := <-stopped; err != nil {
+		t.Errorf("stop: %v", err)
 	}
 }

@@ -64,8 +64,8 @@ rules:
 `
 
 // startServer loads yaml and starts a Server whose sinks come from tr; the
-// caller stops it.
-func startServer(t *testing.T, tr *testRegistry, yaml string) *Server {
+// caller stops it. Each prepare func sees the server before it starts.
+func startServer(t *testing.T, tr *testRegistry, yaml string, prepare ...func(*Server)) *Server {
 	t.Helper()
 	path := writeConfig(t, yaml)
 	cfg, err := LoadConfig(path, LoadOptions{Environ: []string{}, Registry: tr.registry()})
@@ -73,6 +73,9 @@ func startServer(t *testing.T, tr *testRegistry, yaml string) *Server {
 		t.Fatal(err)
 	}
 	srv := New(cfg, Options{Registry: tr.registry(), ConfigPath: path, Environ: []string{}, Logger: newTestLogger(t)})
+	for _, f := range prepare {
+		f(srv)
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	if err := srv.Start(ctx); err != nil {
@@ -88,12 +91,12 @@ func newHarness(t *testing.T, srv *Server) *harness {
 }
 
 // startHarness starts a server (stopped at the end of the test).
-func startHarness(t *testing.T, tr *testRegistry, yaml string) *harness {
+func startHarness(t *testing.T, tr *testRegistry, yaml string, prepare ...func(*Server)) *harness {
 	t.Helper()
 	if tr == nil {
 		tr = &testRegistry{}
 	}
-	srv := startServer(t, tr, yaml)
+	srv := startServer(t, tr, yaml, prepare...)
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
