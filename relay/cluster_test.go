@@ -159,3 +159,95 @@ func TestClusterNodeLoss(t *testing.T) {
 		return true
 	})
 }
+
+// clusterConfig is testServerConfig against the cluster of servers, with
+// three replicas.
+func clusterConfig(t *testing.T, servers []*server.Server, rules string) string {
+	return strings.Replace(testServerConfig(t.TempDir(), rules), "  ack_wait: 5s\n",
+		"  ack_wait: 5s\n  url: "+clientURLs(servers)+"\n  replicas: 3\n", 1)
+}
+
+// startWithin starts a relay on yaml and fails the test unless it is ready
+// within limit; the relay is stopped at the end of the test. Safe to call
+// from several goroutines.
+func startWithin(t *testing.T, yaml string, limit time.Duration) {
+	tr := &testRegistry{}
+	path := writeConfig(t, yaml)
+	cfg, err := LoadConfig(path, LoadOptions{Environ: []string{}, Registry: tr.registry()})
+	if err != nil {
+		t.Error(err)
+		return
+	}
+	srv := New(cfg, Options{Registry: tr.registry(), ConfigPath: path, Environ: []string{}, Logger: newTestLogger(t)})
+	// The budget cmd/relay gives a start; the test wants far less.
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	began := time.Now()
+	err = srv.Start(ctx)
+	took := time.Since(began)
+	if err != nil {
+		t.Errorf("start: %v (after %s)", err, took.Round(time.Millisecond))
+		return
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		_ = srv.Stop(ctx)
+	})
+	if took > limit {
+		t.Errorf("relay ready after %s, want at most %s", took.Round(time.Millisecond), limit)
+	}
+	t.Logf("relay ready in %s", took.Round(time.Millisecond))
+}
+
+// TestClusterRelaysStartTogether starts two relays at the same moment on a
+// fresh cluster: both must be ready within seconds, not the start budget.
+// Before each setup request had its own timeout, both waited a whole
+// minute on a stream creation the cluster never answered.
+func TestClusterRelaysStartTogether(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a 3-node cluster")
+	}
+	servers := startCluster(t, 3)
+	yaml := clusterConfig(t, servers, twoRules)
+	var wg sync.WaitGroup
+	for range 2 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			startWithin(t, yaml, 15*time.Second)
+		}()
+	}
+	wg.Wait()
+}
+
+// TestClusterRestartDuringElection starts a relay while the cluster's
+// meta leader is down and a new one is being elected: it must be ready
+// within seconds.
+func TestClusterRestartDuringElection(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a 3-node cluster")
+	}
+	servers := startCluster(t, 3)
+	yaml := clusterConfig(t, servers, twoRules)
+	// A first relay creates the streams and consumers, and stops.
+	h := startHarness(t, nil, yaml)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	info, err := h.srv.store.events.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := h.srv.Stop(ctx); err != nil {
+		t.Fatal(err)
+	}
+	// Stop the node that leads the events stream, so that the stream, and
+	// the meta group if that node led it too, elect a new leader.
+	for _, s := range servers {
+		if s.Name() == info.Cluster.Leader {
+			t.Logf("stopping %s (meta leader: %v)", s.Name(), s.JetStreamIsLeader())
+			s.Shutdown()
+		}
+	}
+	startWithin(t, yaml, 15*time.Second)
+}

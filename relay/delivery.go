@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -116,26 +115,7 @@ func (w *worker) start(ctx context.Context, concurrency int) error {
 	w.yielding = w.metrics.Yielding.WithLabelValues(w.name)
 	w.yielded = w.metrics.YieldTotal.WithLabelValues(w.name)
 	w.sendCtx, w.cancelSend = context.WithCancel(context.Background())
-	cfg := consumerConfig(w.name, concurrency, w.ackWait)
-	cons, err := w.store.events.Consumer(ctx, cfg.Durable)
-	switch {
-	case errors.Is(err, jetstream.ErrConsumerNotFound):
-		cons, err = w.store.events.CreateConsumer(ctx, cfg)
-	case err == nil:
-		// Keep where the consumer is; update what may change.
-		cur := cons.CachedInfo().Config
-		cur.MaxAckPending, cur.AckWait = cfg.MaxAckPending, cfg.AckWait
-		cur.FilterSubject, cur.FilterSubjects = cfg.FilterSubject, cfg.FilterSubjects
-		cons, err = w.store.events.UpdateConsumer(ctx, cur)
-		if errors.Is(err, jetstream.ErrConsumerMultipleFilterSubjectsNotSupported) {
-			// nats-server applies the filters to a consumer it recovered
-			// without any but leaves them out of its answer: read back.
-			cons, err = w.store.events.Consumer(ctx, cfg.Durable)
-			if err == nil && !slices.Equal(cons.CachedInfo().Config.FilterSubjects, cfg.FilterSubjects) {
-				err = fmt.Errorf("filters not applied: %w", jetstream.ErrConsumerMultipleFilterSubjectsNotSupported)
-			}
-		}
-	}
+	cons, err := w.store.ensureConsumer(ctx, consumerConfig(w.name, concurrency, w.ackWait))
 	if err != nil {
 		return fmt.Errorf("consumer for sink %s: %w", w.name, err)
 	}

@@ -83,8 +83,11 @@ func (e *engine) apply(ctx context.Context, cfg *Config, built map[string]sinks.
 		}
 	}
 	// Consumers left by sinks that were removed while the relay was down.
-	names := e.store.events.ConsumerNames(ctx)
-	for cname := range names.Name() {
+	names, err := e.store.consumerNames(ctx)
+	if err != nil {
+		errs = append(errs, fmt.Errorf("list consumers: %w", err))
+	}
+	for _, cname := range names {
 		sink, ok := sinkOfConsumer(cname)
 		if !ok {
 			continue
@@ -98,9 +101,6 @@ func (e *engine) apply(ctx context.Context, cfg *Config, built map[string]sinks.
 			continue
 		}
 		e.watchDrain(sink)
-	}
-	if err := names.Err(); err != nil {
-		errs = append(errs, fmt.Errorf("list consumers: %w", err))
 	}
 	return errors.Join(errs...)
 }

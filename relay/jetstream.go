@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"slices"
 	"strings"
 	"time"
 
@@ -130,40 +131,57 @@ func openJetStream(ctx context.Context, cfg StorageConfig, log *slog.Logger) (*j
 		s.close()
 		return nil, fmt.Errorf("jetstream: %w", err)
 	}
-	if err := s.ensureStreamsRetrying(ctx); err != nil {
+	if err := s.ensureStreams(ctx); err != nil {
 		s.close()
 		return nil, err
 	}
 	return s, nil
 }
 
-// ensureStreamsRetrying retries ensureStreams in cluster mode while the
-// cluster cannot place the streams yet (peers still starting or electing a
-// leader), until ctx is done.
-func (s *jsStore) ensureStreamsRetrying(ctx context.Context) error {
-	wait := 250 * time.Millisecond
+// setupTimeout bounds one setup request: a stream or consumer created,
+// updated, looked up or listed. A cluster leaves some requests unanswered
+// for good: those its meta leader receives during a leader election, and
+// one of two identical stream creations sent by relays starting at the same
+// moment. Waiting on such a request for the whole start budget made
+// start-up hang and give up, so each request gets this long and is sent
+// again (see retrySetup).
+const setupTimeout = 2 * time.Second
+
+// retrySetup runs op, each try bounded by setupTimeout, until it succeeds
+// or ctx is done. In cluster mode every failure is tried again after a
+// backoff (peers may still be starting, electing a leader or placing the
+// streams); an embedded server answers at once, so its first answer is
+// final.
+func (s *jsStore) retrySetup(ctx context.Context, what string, op func(context.Context) error) error {
+	wait := 100 * time.Millisecond
 	for {
-		err := s.ensureStreams(ctx)
+		tryCtx, cancel := context.WithTimeout(ctx, setupTimeout)
+		err := op(tryCtx)
+		cancel()
 		if err == nil || s.cfg.URL == "" {
 			return err
 		}
-		s.log.Warn("nats cluster not ready for the streams; retrying", "err", err, "retry_in", wait)
+		if ctx.Err() != nil {
+			return fmt.Errorf("%s: %w (gave up: %w)", what, err, ctx.Err())
+		}
+		s.log.Warn("nats cluster did not complete a setup request; retrying", "what", what, "err", err, "retry_in", wait)
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("%w (gave up: %w)", err, ctx.Err())
+			return fmt.Errorf("%s: %w (gave up: %w)", what, err, ctx.Err())
 		case <-time.After(wait):
 		}
-		wait = min(2*wait, 5*time.Second)
+		wait = min(2*wait, 2*time.Second)
 	}
 }
 
+// ensureStreams creates the streams, or updates them to the configured
+// settings.
 func (s *jsStore) ensureStreams(ctx context.Context) error {
 	replicas := 1
 	if s.cfg.URL != "" {
 		replicas = s.cfg.Replicas
 	}
-	var err error
-	s.events, err = s.js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+	events := jetstream.StreamConfig{
 		Name:        eventsStream,
 		Description: "accepted webhooks, kept until every sink routed to has delivered or dead-lettered them",
 		Subjects:    []string{routedSubject + ">", eventsSubject + ">", replaySubject + ">"},
@@ -172,11 +190,8 @@ func (s *jsStore) ensureStreams(ctx context.Context) error {
 		Replicas:    replicas,
 		Duplicates:  s.cfg.DedupeWindow,
 		Discard:     jetstream.DiscardOld,
-	})
-	if err != nil {
-		return fmt.Errorf("create stream %s: %w", eventsStream, err)
 	}
-	s.dead, err = s.js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+	dead := jetstream.StreamConfig{
 		Name:        deadStream,
 		Description: "dead letters, kept until replayed or purged",
 		Subjects:    []string{deadSubject + ">"},
@@ -185,11 +200,68 @@ func (s *jsStore) ensureStreams(ctx context.Context) error {
 		Replicas:    replicas,
 		Duplicates:  10 * time.Minute,
 		AllowDirect: true,
-	})
-	if err != nil {
-		return fmt.Errorf("create stream %s: %w", deadStream, err)
 	}
-	return nil
+	var err error
+	if s.events, err = s.ensureStream(ctx, events); err != nil {
+		return err
+	}
+	s.dead, err = s.ensureStream(ctx, dead)
+	return err
+}
+
+func (s *jsStore) ensureStream(ctx context.Context, cfg jetstream.StreamConfig) (jetstream.Stream, error) {
+	var st jetstream.Stream
+	err := s.retrySetup(ctx, "create stream "+cfg.Name, func(ctx context.Context) (err error) {
+		st, err = s.js.CreateOrUpdateStream(ctx, cfg)
+		return err
+	})
+	if err != nil && s.cfg.URL == "" {
+		err = fmt.Errorf("create stream %s: %w", cfg.Name, err)
+	}
+	return st, err
+}
+
+// ensureConsumer creates the durable consumer cfg on the events stream, or,
+// if it exists, updates what may change (filters, MaxAckPending, AckWait)
+// and keeps its position.
+func (s *jsStore) ensureConsumer(ctx context.Context, cfg jetstream.ConsumerConfig) (jetstream.Consumer, error) {
+	var cons jetstream.Consumer
+	err := s.retrySetup(ctx, "consumer "+cfg.Durable, func(ctx context.Context) (err error) {
+		cons, err = s.events.Consumer(ctx, cfg.Durable)
+		switch {
+		case errors.Is(err, jetstream.ErrConsumerNotFound):
+			cons, err = s.events.CreateConsumer(ctx, cfg)
+		case err == nil:
+			cur := cons.CachedInfo().Config
+			cur.MaxAckPending, cur.AckWait = cfg.MaxAckPending, cfg.AckWait
+			cur.FilterSubject, cur.FilterSubjects = cfg.FilterSubject, cfg.FilterSubjects
+			cons, err = s.events.UpdateConsumer(ctx, cur)
+			if errors.Is(err, jetstream.ErrConsumerMultipleFilterSubjectsNotSupported) {
+				// nats-server applies the filters to a consumer it recovered
+				// without any but leaves them out of its answer: read back.
+				cons, err = s.events.Consumer(ctx, cfg.Durable)
+				if err == nil && !slices.Equal(cons.CachedInfo().Config.FilterSubjects, cfg.FilterSubjects) {
+					err = fmt.Errorf("filters not applied: %w", jetstream.ErrConsumerMultipleFilterSubjectsNotSupported)
+				}
+			}
+		}
+		return err
+	})
+	return cons, err
+}
+
+// consumerNames lists the durable consumers of the events stream.
+func (s *jsStore) consumerNames(ctx context.Context) ([]string, error) {
+	var names []string
+	err := s.retrySetup(ctx, "list consumers", func(ctx context.Context) error {
+		names = names[:0]
+		lister := s.events.ConsumerNames(ctx)
+		for n := range lister.Name() {
+			names = append(names, n)
+		}
+		return lister.Err()
+	})
+	return names, err
 }
 
 // Append publishes e to the events stream and waits for the store's
