@@ -15,7 +15,7 @@ import (
 
 	"github.com/relay-dev/relay/rules"
 	"github.com/relay-dev/relay/sinks"
-	"github.com/relay-dev/relay/sinks/file"
+	"github.com/relay-dev/relay/sinks/filesink"
 	"github.com/relay-dev/relay/sinks/httpsink"
 	"github.com/relay-dev/relay/sinks/slack"
 )
@@ -35,7 +35,7 @@ func dryRunSetup(t *testing.T) (cfg *Config, built map[string]sinks.Sink, archiv
 	var reg sinks.Registry
 	reg.Register("slack", slack.Type)
 	reg.Register("http", httpsink.Type)
-	reg.Register("file", file.Type)
+	reg.Register("file", filesink.Type)
 	archive = filepath.Join(t.TempDir(), "events.jsonl")
 	cfg, err := LoadConfig(filepath.Join(dryRunDir, "relay.yaml"), LoadOptions{
 		Environ:  []string{"ARCHIVE_PATH=" + archive},

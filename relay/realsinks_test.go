@@ -16,7 +16,7 @@ import (
 	svix "github.com/svix/svix-webhooks/go"
 
 	"github.com/relay-dev/relay/sinks"
-	"github.com/relay-dev/relay/sinks/file"
+	"github.com/relay-dev/relay/sinks/filesink"
 	"github.com/relay-dev/relay/sinks/httpsink"
 	"github.com/relay-dev/relay/sinks/slack"
 )
@@ -26,7 +26,7 @@ func realRegistry() *sinks.Registry {
 	var reg sinks.Registry
 	reg.Register("slack", slack.Type)
 	reg.Register("http", httpsink.Type)
-	reg.Register("file", file.Type)
+	reg.Register("file", filesink.Type)
 	return &reg
 }
 

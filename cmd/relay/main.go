@@ -17,7 +17,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/relay-dev/relay/sinks"
-	"github.com/relay-dev/relay/sinks/file"
+	"github.com/relay-dev/relay/sinks/filesink"
 	"github.com/relay-dev/relay/sinks/httpsink"
 	"github.com/relay-dev/relay/sinks/slack"
 )
@@ -33,7 +33,7 @@ func registry() *sinks.Registry {
 	var reg sinks.Registry
 	reg.Register("slack", slack.Type)
 	reg.Register("http", httpsink.Type)
-	reg.Register("file", file.Type)
+	reg.Register("file", filesink.Type)
 	return &reg
 }
 

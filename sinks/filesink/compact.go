@@ -1,4 +1,4 @@
-package file
+package filesink
 
 // appendCompact appends src to dst with the insignificant whitespace
 // removed, as json.Compact does, and reports whether src is valid JSON (if

@@ -1,4 +1,4 @@
-// Package file appends events to a local JSON Lines file (config type
+// Package filesink appends events to a local JSON Lines file (config type
 // "file"), rotating it by size with lumberjack.
 //
 // Each delivery is one line:
@@ -14,7 +14,7 @@
 // Each line is written with a single Write under a mutex, so concurrent Sends
 // never interleave. Write errors are retryable; a line too large for the
 // rotation size is permanent.
-package file
+package filesink
 
 import (
 	"bytes"
@@ -33,7 +33,7 @@ import (
 	"github.com/relay-dev/relay/sinks"
 )
 
-// Type registers the sink: reg.Register("file", file.Type).
+// Type registers the sink: reg.Register("file", filesink.Type).
 var Type = sinks.Type{New: New, Concurrency: 0}
 
 var (
