@@ -30,11 +30,12 @@ var (
 
 // registry wires every sink type the binary knows: a new sink is one line here.
 func registry() *sinks.Registry {
-	var reg sinks.Registry
+	v, _ := buildVersion()
+	reg := sinks.NewRegistry(sinks.Env{UserAgent: "relay/" + v})
 	reg.Register("slack", slack.Type)
 	reg.Register("http", httpsink.Type)
 	reg.Register("file", filesink.Type)
-	return &reg
+	return reg
 }
 
 // exitError carries a process exit code: 1 the command's work failed, 2 usage.
@@ -55,8 +56,6 @@ func usageErr(format string, args ...any) error {
 var errFailed = &exitError{code: 1, err: errors.New("failed")}
 
 func main() {
-	v, _ := buildVersion()
-	sinks.UserAgent = "relay/" + v
 	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
 }
 

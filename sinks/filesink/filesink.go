@@ -80,11 +80,11 @@ type Sink struct {
 	closed bool
 }
 
-// New builds a file sink from its config options. Each problem is reported
-// as "<key>: <problem>", joined with errors.Join. It touches no file: the
-// directory and the file are created by the first Send (so that validating
-// a config has no side effects).
-func New(name string, options map[string]any) (sinks.Sink, error) {
+// New builds a file sink from its config options; it uses nothing of env.
+// Each problem is reported as "<key>: <problem>", joined with errors.Join.
+// It touches no file: the directory and the file are created by the first
+// Send (so that validating a config has no side effects).
+func New(name string, options map[string]any, env sinks.Env) (sinks.Sink, error) {
 	o := Options{MaxSizeMB: 100, MaxBackups: 10}
 	// Report decoding and validation problems together; a key that failed
 	// to decode keeps its default.
