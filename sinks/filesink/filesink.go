@@ -35,7 +35,7 @@ import (
 	"github.com/relay-dev/relay/sinks"
 )
 
-// Type registers the sink: reg.Register("file", filesink.Type).
+// Type is the sink's type, registered as "file" by sinks/builtin.
 var Type = sinks.Type{New: New, Concurrency: 0}
 
 var (

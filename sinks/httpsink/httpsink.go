@@ -32,7 +32,7 @@ import (
 	"github.com/relay-dev/relay/sinks"
 )
 
-// Type registers the sink: reg.Register("http", httpsink.Type).
+// Type is the sink's type, registered as "http" by sinks/builtin.
 var Type = sinks.Type{New: New, Concurrency: 0}
 
 var (

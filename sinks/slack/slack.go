@@ -36,9 +36,9 @@ import (
 	"github.com/relay-dev/relay/sinks"
 )
 
-// Type registers the sink: reg.Register("slack", slack.Type). One delivery
-// at a time by default keeps messages in order and within Slack's rate
-// limits.
+// Type is the sink's type, registered as "slack" by sinks/builtin. One
+// delivery at a time by default keeps messages in order and within Slack's
+// rate limits.
 var Type = sinks.Type{New: New, Concurrency: 1}
 
 var (
