@@ -277,7 +277,7 @@ func TestDryRunDelivery(t *testing.T) {
 	d := p.deliveries[0]
 	want := sinks.Delivery{
 		MsgID: DryRunMsgID, Source: "alpha", Event: "recording.done", Rules: []string{"a", "b"},
-		Body: body, ReceivedAt: DryRunReceivedAt, Attempt: 1,
+		Body: body, ReceivedAt: DryRunReceivedAt(), Attempt: 1,
 	}
 	data := d.Data
 	d.Data = nil
