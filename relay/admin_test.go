@@ -72,7 +72,7 @@ func TestRawSenderGetsNoData(t *testing.T) {
 	got := make(chan sinks.Delivery, 1)
 	tr := &testRegistry{}
 	reg := tr.registry()
-	reg.Register("raw", sinks.Type{New: func(string, map[string]any) (sinks.Sink, error) {
+	reg.Register("raw", sinks.Type{New: func(string, map[string]any, sinks.Env) (sinks.Sink, error) {
 		return rawSink{func(_ context.Context, d sinks.Delivery) error { got <- d; return nil }}, nil
 	}})
 	yaml := strings.NewReplacer("  a:\n    type: fake\n", "  a:\n    type: raw\n").Replace(testServerConfig(t.TempDir(), onlyB))

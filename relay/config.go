@@ -537,7 +537,7 @@ func decodeSink(name string, block map[string]any, defaults RetryPolicy, reg *si
 // validateSinkOptions builds the sink once to check its options, then
 // closes it.
 func validateSinkOptions(name string, sc SinkConfig, t sinks.Type) error {
-	s, err := t.New(name, sc.Options)
+	s, err := t.Build(name, sc.Options)
 	if err != nil {
 		return err
 	}

@@ -25,8 +25,9 @@ const (
 	DryRunMsgID = "msg_dryrun"
 )
 
-// DryRunReceivedAt is the receive time of every dry-run event.
-var DryRunReceivedAt = time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC)
+// DryRunReceivedAt returns the receive time of every dry-run event,
+// 2025-01-01T00:00:00Z.
+func DryRunReceivedAt() time.Time { return time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC) }
 
 // DryRunResult is what the relay would do with one event.
 type DryRunResult struct {
@@ -95,7 +96,7 @@ func DryRun(cfg *Config, built map[string]sinks.Sink, source string, body []byte
 	} else if _, ok := cfg.Sources[source]; !ok {
 		return res, fmt.Errorf("unknown source %q", source)
 	}
-	meta := rules.Meta{Source: source, MsgID: DryRunMsgID, ReceivedAt: DryRunReceivedAt}
+	meta := rules.Meta{Source: source, MsgID: DryRunMsgID, ReceivedAt: DryRunReceivedAt()}
 	env, err := rules.NewEnv(body, meta)
 	if err != nil {
 		return res, err

@@ -15,9 +15,7 @@ import (
 
 	"github.com/relay-dev/relay/rules"
 	"github.com/relay-dev/relay/sinks"
-	"github.com/relay-dev/relay/sinks/file"
-	"github.com/relay-dev/relay/sinks/httpsink"
-	"github.com/relay-dev/relay/sinks/slack"
+	"github.com/relay-dev/relay/sinks/builtin"
 )
 
 var update = flag.Bool("update", false, "rewrite golden files")
@@ -32,19 +30,16 @@ const (
 // temporary directory, returned as archive.
 func dryRunSetup(t *testing.T) (cfg *Config, built map[string]sinks.Sink, archive string) {
 	t.Helper()
-	var reg sinks.Registry
-	reg.Register("slack", slack.Type)
-	reg.Register("http", httpsink.Type)
-	reg.Register("file", file.Type)
+	reg := builtin.Registry(sinks.Env{})
 	archive = filepath.Join(t.TempDir(), "events.jsonl")
 	cfg, err := LoadConfig(filepath.Join(dryRunDir, "relay.yaml"), LoadOptions{
 		Environ:  []string{"ARCHIVE_PATH=" + archive},
-		Registry: &reg,
+		Registry: reg,
 	})
 	if err != nil {
 		t.Fatalf("LoadConfig: %v", err)
 	}
-	built, err = BuildSinks(cfg, &reg)
+	built, err = BuildSinks(cfg, reg)
 	if err != nil {
 		t.Fatalf("BuildSinks: %v", err)
 	}
@@ -282,7 +277,7 @@ func TestDryRunDelivery(t *testing.T) {
 	d := p.deliveries[0]
 	want := sinks.Delivery{
 		MsgID: DryRunMsgID, Source: "alpha", Event: "recording.done", Rules: []string{"a", "b"},
-		Body: body, ReceivedAt: DryRunReceivedAt, Attempt: 1,
+		Body: body, ReceivedAt: DryRunReceivedAt(), Attempt: 1,
 	}
 	data := d.Data
 	d.Data = nil

@@ -39,7 +39,7 @@ func (tr *testRegistry) set(name string, f sinkFunc) {
 
 func (tr *testRegistry) registry() *sinks.Registry {
 	var reg sinks.Registry
-	reg.Register("fake", sinks.Type{New: func(name string, options map[string]any) (sinks.Sink, error) {
+	reg.Register("fake", sinks.Type{New: func(name string, options map[string]any, _ sinks.Env) (sinks.Sink, error) {
 		var o struct {
 			Label string `yaml:"label"`
 		}

@@ -16,19 +16,11 @@ import (
 	svix "github.com/svix/svix-webhooks/go"
 
 	"github.com/relay-dev/relay/sinks"
-	"github.com/relay-dev/relay/sinks/file"
-	"github.com/relay-dev/relay/sinks/httpsink"
-	"github.com/relay-dev/relay/sinks/slack"
+	"github.com/relay-dev/relay/sinks/builtin"
 )
 
 // realRegistry has the sink types the relay ships.
-func realRegistry() *sinks.Registry {
-	var reg sinks.Registry
-	reg.Register("slack", slack.Type)
-	reg.Register("http", httpsink.Type)
-	reg.Register("file", file.Type)
-	return &reg
-}
+func realRegistry() *sinks.Registry { return builtin.Registry(sinks.Env{}) }
 
 func startRealHarness(t *testing.T, yaml string) *harness {
 	t.Helper()

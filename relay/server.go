@@ -264,7 +264,7 @@ func buildSinks(cfg *Config, reg *sinks.Registry) (map[string]sinks.Sink, error)
 			closeSinks(built)
 			return nil, fmt.Errorf("sinks.%s.type: unknown sink type %q", name, sc.Type)
 		}
-		sk, err := t.New(name, sc.Options)
+		sk, err := t.Build(name, sc.Options)
 		if err != nil {
 			closeSinks(built)
 			return nil, fmt.Errorf("sinks.%s: %w", name, err)

@@ -167,11 +167,11 @@ type Result struct {
 	Sinks []string
 	// Errors are the run-time errors; each erroring rule counts as not
 	// matched.
-	Errors []RuleError
+	Errors []Error
 }
 
-// RuleError is a run-time failure of one rule.
-type RuleError struct {
+// Error is a run-time failure of one rule.
+type Error struct {
 	// Rule is the failing rule's name.
 	Rule string
 	// Err is the underlying error (usually an expr *file.Error).
@@ -180,7 +180,7 @@ type RuleError struct {
 
 // Error renders the failure on one line: `rule "name": message (line:col)`,
 // without the position when the error carries none.
-func (e RuleError) Error() string {
+func (e Error) Error() string {
 	if e.Err == nil {
 		return fmt.Sprintf("rule %q: unknown error", e.Rule)
 	}
@@ -188,7 +188,7 @@ func (e RuleError) Error() string {
 }
 
 // Unwrap returns the underlying error.
-func (e RuleError) Unwrap() error { return e.Err }
+func (e Error) Unwrap() error { return e.Err }
 
 // errNotBool is reported when a rule yields a non-boolean at run time (only
 // possible for expressions of dynamic type, e.g. `payload.event`).
@@ -214,7 +214,7 @@ func (s *Set) Eval(env *Env) Result {
 		r := &s.rules[i]
 		matched, err := run(machine, r.program, env)
 		if err != nil {
-			res.Errors = append(res.Errors, RuleError{Rule: r.name, Err: err})
+			res.Errors = append(res.Errors, Error{Rule: r.name, Err: err})
 			machine = &vm.VM{} // do not reuse a VM after a failure
 			continue
 		}

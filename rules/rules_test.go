@@ -271,7 +271,7 @@ func TestEval(t *testing.T) {
 			for _, e := range res.Errors {
 				gotErrors = append(gotErrors, e.Rule)
 				if e.Err == nil {
-					t.Errorf("RuleError %q: got nil Err", e.Rule)
+					t.Errorf("error of rule %q: got nil Err", e.Rule)
 				}
 			}
 			if !reflect.DeepEqual(gotErrors, tt.wantErrors) {
@@ -360,11 +360,11 @@ func TestRuleErrorFormatting(t *testing.T) {
 	boom := errors.New("boom\nsecond line")
 	tests := []struct {
 		name string
-		err  RuleError
+		err  Error
 		want string
 	}{
-		{name: "plain error keeps first line, no position", err: RuleError{Rule: "r", Err: boom}, want: `rule "r": boom`},
-		{name: "nil error", err: RuleError{Rule: "r"}, want: `rule "r": unknown error`},
+		{name: "plain error keeps first line, no position", err: Error{Rule: "r", Err: boom}, want: `rule "r": boom`},
+		{name: "nil error", err: Error{Rule: "r"}, want: `rule "r": unknown error`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

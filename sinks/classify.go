@@ -13,10 +13,6 @@ import (
 	"unicode/utf8"
 )
 
-// UserAgent is the User-Agent header request-shaped sinks send. main sets it
-// once, before building any sink, typically to "relay/<version>".
-var UserAgent = "relay"
-
 // MaxErrorBody is how many bytes of a failed response's body ReadErrorBody
 // keeps for the error text (and so for the dead-letter reason).
 const MaxErrorBody = 1024

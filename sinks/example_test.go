@@ -30,7 +30,7 @@ type consoleSink struct {
 var _ sinks.Sink = (*consoleSink)(nil)
 
 // newConsoleSink is a sinks.Factory.
-func newConsoleSink(name string, options map[string]any) (sinks.Sink, error) {
+func newConsoleSink(name string, options map[string]any, _ sinks.Env) (sinks.Sink, error) {
 	o := struct {
 		Prefix   string `yaml:"prefix"`
 		MaxBytes int    `yaml:"max_bytes"`
@@ -78,11 +78,11 @@ func Example() {
 	reg.Register("console", sinks.Type{New: newConsoleSink, Concurrency: 1})
 
 	typ, _ := reg.Lookup("console")
-	if _, err := typ.New("ops", map[string]any{"max_bytes": 0, "colour": "red"}); err != nil {
+	if _, err := typ.Build("ops", map[string]any{"max_bytes": 0, "colour": "red"}); err != nil {
 		fmt.Printf("config error:\n%v\n", err)
 	}
 
-	sink, err := typ.New("ops", map[string]any{"prefix": "[ops]", "max_bytes": "64"})
+	sink, err := typ.Build("ops", map[string]any{"prefix": "[ops]", "max_bytes": "64"})
 	if err != nil {
 		panic(err)
 	}

@@ -17,9 +17,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/relay-dev/relay/sinks"
-	"github.com/relay-dev/relay/sinks/file"
-	"github.com/relay-dev/relay/sinks/httpsink"
-	"github.com/relay-dev/relay/sinks/slack"
+	"github.com/relay-dev/relay/sinks/builtin"
 )
 
 // Set at build time: -ldflags "-X main.version=v1.2.3 -X main.commit=abc".
@@ -28,13 +26,11 @@ var (
 	commit  = ""
 )
 
-// registry wires every sink type the binary knows: a new sink is one line here.
+// registry has every built-in sink type, whose sinks send the binary's
+// version as their User-Agent.
 func registry() *sinks.Registry {
-	var reg sinks.Registry
-	reg.Register("slack", slack.Type)
-	reg.Register("http", httpsink.Type)
-	reg.Register("file", file.Type)
-	return &reg
+	v, _ := buildVersion()
+	return builtin.Registry(sinks.Env{UserAgent: "relay/" + v})
 }
 
 // exitError carries a process exit code: 1 the command's work failed, 2 usage.
@@ -55,8 +51,6 @@ func usageErr(format string, args ...any) error {
 var errFailed = &exitError{code: 1, err: errors.New("failed")}
 
 func main() {
-	v, _ := buildVersion()
-	sinks.UserAgent = "relay/" + v
 	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
 }
 

@@ -40,7 +40,7 @@ With --cases, run routing tests instead: each case names an event file
 sinks it must reach.
 
 Dry runs use a fixed message id (` + relay.DryRunMsgID + `) and receive time
-(` + relay.DryRunReceivedAt.Format("2006-01-02T15:04:05Z07:00") + `) so that their output is stable.`,
+(` + relay.DryRunReceivedAt().Format("2006-01-02T15:04:05Z07:00") + `) so that their output is stable.`,
 		Example: `  relay test -c relay.yaml events/transcript.failed.json
   relay test --json events/*.json
   relay test -c relay.yaml --cases rules_test.yaml`,

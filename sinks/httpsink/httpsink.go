@@ -3,10 +3,10 @@
 //
 // By default the request body is the event's original body, byte for byte,
 // sent as application/json; a body_template replaces it. Every request
-// carries Idempotency-Key (the svix message id) and User-Agent
-// (sinks.UserAgent); with a signing_secret it is also signed the Standard
-// Webhooks / Svix way (webhook-id, webhook-timestamp, webhook-signature), so
-// receivers can verify it with any Svix library.
+// carries Idempotency-Key (the svix message id) and User-Agent (from the
+// sinks.Env the sink was built with); with a signing_secret it is also
+// signed the Standard Webhooks / Svix way (webhook-id, webhook-timestamp,
+// webhook-signature), so receivers can verify it with any Svix library.
 //
 // One Send is one request. Redirects are not followed. A 2xx response is a
 // delivery; 408, 425, 429, 5xx and network failures are retryable (honouring
@@ -32,7 +32,7 @@ import (
 	"github.com/relay-dev/relay/sinks"
 )
 
-// Type registers the sink: reg.Register("http", httpsink.Type).
+// Type is the sink's type, registered as "http" by sinks/builtin.
 var Type = sinks.Type{New: New, Concurrency: 0}
 
 var (
@@ -73,14 +73,18 @@ type Sink struct {
 	tmpl    *sinks.Template
 	signer  *svix.Webhook
 	client  *http.Client
-	now     func() time.Time
+
+	userAgent string
+	now       func() time.Time
 }
 
-// New builds an HTTP sink from its config options. Each problem is reported
-// as "<key>: <problem>", joined with errors.Join; no secret is ever quoted.
-func New(name string, options map[string]any) (sinks.Sink, error) {
+// New builds an HTTP sink from its config options, with env's User-Agent
+// and clock. Each problem is reported as "<key>: <problem>", joined with
+// errors.Join; no secret is ever quoted.
+func New(name string, options map[string]any, env sinks.Env) (sinks.Sink, error) {
 	o := Options{Method: http.MethodPost, Timeout: 10 * time.Second}
-	s := &Sink{now: time.Now}
+	env = env.WithDefaults()
+	s := &Sink{userAgent: env.UserAgent, now: env.Now}
 	// Report decoding and validation problems together; a key that failed
 	// to decode keeps its default.
 	var errs []error
@@ -221,9 +225,7 @@ func (s *Sink) request(ctx context.Context, d sinks.Delivery, now time.Time) (*h
 	}
 	req.Header = make(http.Header, len(s.headers)+6)
 	req.Header.Set("Content-Type", "application/json")
-	// sinks.UserAgent is read at Send time so main may set it any time
-	// before the first delivery.
-	req.Header.Set("User-Agent", sinks.UserAgent)
+	req.Header.Set("User-Agent", s.userAgent)
 	for k, v := range s.headers {
 		req.Header[k] = v
 	}

@@ -69,7 +69,12 @@ func (r *recorder) got() []request {
 
 func newSink(t *testing.T, options map[string]any) *Sink {
 	t.Helper()
-	s, err := New("test", options)
+	return newSinkEnv(t, options, sinks.Env{})
+}
+
+func newSinkEnv(t *testing.T, options map[string]any, env sinks.Env) *Sink {
+	t.Helper()
+	s, err := New("test", options, env)
 	if err != nil {
 		t.Fatalf("New: %v", err)
 	}
@@ -138,7 +143,7 @@ func TestNewValidation(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			_, err := New("test", tt.options)
+			_, err := New("test", tt.options, sinks.Env{})
 			if err == nil {
 				t.Fatal("New succeeded, want an error")
 			}
@@ -323,8 +328,7 @@ func TestSendRetryAfter(t *testing.T) {
 				w.Header().Set("Retry-After", tt.retryAfter)
 				w.WriteHeader(tt.code)
 			})
-			s := newSink(t, map[string]any{"url": srv.URL})
-			s.now = func() time.Time { return now }
+			s := newSinkEnv(t, map[string]any{"url": srv.URL}, sinks.Env{Now: func() time.Time { return now }})
 			err := s.Send(context.Background(), delivery(`{}`))
 			wait, ok := sinks.RetryAfterOf(err)
 			if !ok || wait != tt.want || sinks.IsPermanent(err) {
@@ -355,10 +359,7 @@ func TestSendBodyAndHeaders(t *testing.T) {
 		{name: "empty", body: nil},
 	}
 	srv := newRecorder(t, nil)
-	old := sinks.UserAgent
-	sinks.UserAgent = "relay/1.2.3"
-	t.Cleanup(func() { sinks.UserAgent = old })
-	s := newSink(t, map[string]any{"url": srv.URL + "/in", "headers": map[string]any{"X-Api-Key": "k-123"}})
+	s := newSinkEnv(t, map[string]any{"url": srv.URL + "/in", "headers": map[string]any{"X-Api-Key": "k-123"}}, sinks.Env{UserAgent: "relay/1.2.3"})
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			n := len(srv.got())
@@ -503,7 +504,7 @@ func TestPreview(t *testing.T) {
 			"Authorization":   "[redacted]",
 			"Content-Type":    "application/json",
 			"Idempotency-Key": "msg_2mRBnD3d8Jq0Qz",
-			"User-Agent":      sinks.UserAgent,
+			"User-Agent":      "relay", // the zero Env's
 		},
 		Body: body,
 	}

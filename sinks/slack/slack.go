@@ -36,9 +36,9 @@ import (
 	"github.com/relay-dev/relay/sinks"
 )
 
-// Type registers the sink: reg.Register("slack", slack.Type). One delivery
-// at a time by default keeps messages in order and within Slack's rate
-// limits.
+// Type is the sink's type, registered as "slack" by sinks/builtin. One
+// delivery at a time by default keeps messages in order and within Slack's
+// rate limits.
 var Type = sinks.Type{New: New, Concurrency: 1}
 
 var (
@@ -82,14 +82,18 @@ type Sink struct {
 	tmpl    *sinks.Template
 	limiter *rate.Limiter // nil: no pacing
 	client  *http.Client
-	now     func() time.Time
+
+	userAgent string // sent with webhook posts
+	now       func() time.Time
 }
 
-// New builds a Slack sink from its config options. Each problem is reported
-// as "<key>: <problem>", joined with errors.Join; no secret is ever quoted.
-func New(name string, options map[string]any) (sinks.Sink, error) {
+// New builds a Slack sink from its config options, with env's User-Agent
+// and clock. Each problem is reported as "<key>: <problem>", joined with
+// errors.Join; no secret is ever quoted.
+func New(name string, options map[string]any, env sinks.Env) (sinks.Sink, error) {
 	o := Options{Rate: "1/s", Timeout: 10 * time.Second}
-	s := &Sink{now: time.Now}
+	env = env.WithDefaults()
+	s := &Sink{userAgent: env.UserAgent, now: env.Now}
 	// Report decoding and validation problems together; a key that failed
 	// to decode keeps its default.
 	var errs []error
@@ -227,7 +231,7 @@ func (s *Sink) postWebhook(ctx context.Context, msg payload) error {
 		return sinks.Permanent(errors.New("slack webhook: invalid webhook_url"))
 	}
 	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set("User-Agent", sinks.UserAgent)
+	req.Header.Set("User-Agent", s.userAgent)
 	resp, err := s.client.Do(req)
 	if err != nil {
 		return sinks.Redact(fmt.Errorf("slack webhook: %w", sinks.TransportError(http.MethodPost, s.webhookTo, err)), s.webhookURL)

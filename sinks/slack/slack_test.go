@@ -134,10 +134,15 @@ func (a *api) got() []map[string]string {
 
 func newSink(t *testing.T, options map[string]any) *Sink {
 	t.Helper()
+	return newSinkEnv(t, options, sinks.Env{})
+}
+
+func newSinkEnv(t *testing.T, options map[string]any, env sinks.Env) *Sink {
+	t.Helper()
 	if _, ok := options["rate"]; !ok {
 		options["rate"] = "" // tests other than pacing run unpaced
 	}
-	s, err := New("test", options)
+	s, err := New("test", options, env)
 	if err != nil {
 		t.Fatalf("New: %v", err)
 	}
@@ -180,7 +185,7 @@ func TestNewValidation(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			_, err := New("test", tt.options)
+			_, err := New("test", tt.options, sinks.Env{})
 			if err == nil {
 				t.Fatal("New succeeded, want an error")
 			}
@@ -196,7 +201,7 @@ func TestNewValidation(t *testing.T) {
 }
 
 func TestNewDefaults(t *testing.T) {
-	s, err := New("test", map[string]any{"token": tokenSecret, "channel": "#alerts", "api_url": "http://127.0.0.1:1/api"})
+	s, err := New("test", map[string]any{"token": tokenSecret, "channel": "#alerts", "api_url": "http://127.0.0.1:1/api"}, sinks.Env{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -316,10 +321,7 @@ func TestMessageLimits(t *testing.T) {
 
 func TestWebhookSend(t *testing.T) {
 	h := newHook(t, nil)
-	old := sinks.UserAgent
-	sinks.UserAgent = "relay/9.9.9"
-	t.Cleanup(func() { sinks.UserAgent = old })
-	s := newSink(t, map[string]any{"webhook_url": h.hookURL()})
+	s := newSinkEnv(t, map[string]any{"webhook_url": h.hookURL()}, sinks.Env{UserAgent: "relay/9.9.9"})
 	for i, tc := range goldenCases {
 		t.Run(tc.name, func(t *testing.T) {
 			d := loadDelivery(t, tc.path)
@@ -627,7 +629,7 @@ func TestPacing(t *testing.T) {
 				if tt.rate != nil {
 					opts["rate"] = tt.rate
 				}
-				sk, err := New("test", opts)
+				sk, err := New("test", opts, sinks.Env{})
 				if err != nil {
 					t.Fatal(err)
 				}

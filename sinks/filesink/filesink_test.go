@@ -1,4 +1,4 @@
-package file
+package filesink
 
 import (
 	"bufio"
@@ -20,7 +20,7 @@ const eventsDir = "../../configs/examples/events"
 
 func newSink(t *testing.T, options map[string]any) *Sink {
 	t.Helper()
-	s, err := New("test", options)
+	s, err := New("test", options, sinks.Env{})
 	if err != nil {
 		t.Fatalf("New: %v", err)
 	}
@@ -98,7 +98,7 @@ func TestNewValidation(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			_, err := New("test", tt.options)
+			_, err := New("test", tt.options, sinks.Env{})
 			if err == nil || !strings.HasPrefix(err.Error(), tt.want) || strings.Count(err.Error(), "\n") != strings.Count(tt.want, "\n") {
 				t.Errorf("New = %q, want %q", err, tt.want)
 			}

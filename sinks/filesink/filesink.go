@@ -1,4 +1,4 @@
-// Package file appends events to a local JSON Lines file (config type
+// Package filesink appends events to a local JSON Lines file (config type
 // "file"), rotating it by size with lumberjack.
 //
 // Each delivery is one line:
@@ -6,15 +6,17 @@
 //	{"received_at":"2025-03-19T17:44:07.123456789Z","source":"recall","msg_id":"msg_…","event":"transcript.failed","rules":["captions"],"payload":{…}}
 //
 // payload is the original body embedded as raw JSON, not decoded and
-// re-encoded: a body that is valid JSON on one line appears byte for byte; a
-// valid body that spans lines has its insignificant whitespace removed
-// (json.Compact) since a line cannot hold a newline; a body that is not
-// valid JSON is embedded as a JSON string.
+// re-encoded. The relay delivers only bodies that ingest found to be JSON
+// objects, so a body on one line that has the shape of an object ({…}) is
+// written byte for byte, unchecked. Any other body is compacted with
+// json.Compact (a line cannot hold a newline, and a valid body's newlines
+// are all insignificant whitespace); a body json.Compact rejects is embedded
+// as a JSON string.
 //
 // Each line is written with a single Write under a mutex, so concurrent Sends
 // never interleave. Write errors are retryable; a line too large for the
 // rotation size is permanent.
-package file
+package filesink
 
 import (
 	"bytes"
@@ -33,7 +35,7 @@ import (
 	"github.com/relay-dev/relay/sinks"
 )
 
-// Type registers the sink: reg.Register("file", file.Type).
+// Type is the sink's type, registered as "file" by sinks/builtin.
 var Type = sinks.Type{New: New, Concurrency: 0}
 
 var (
@@ -78,11 +80,11 @@ type Sink struct {
 	closed bool
 }
 
-// New builds a file sink from its config options. Each problem is reported
-// as "<key>: <problem>", joined with errors.Join. It touches no file: the
-// directory and the file are created by the first Send (so that validating
-// a config has no side effects).
-func New(name string, options map[string]any) (sinks.Sink, error) {
+// New builds a file sink from its config options; it uses nothing of env.
+// Each problem is reported as "<key>: <problem>", joined with errors.Join.
+// It touches no file: the directory and the file are created by the first
+// Send (so that validating a config has no side effects).
+func New(name string, options map[string]any, env sinks.Env) (sinks.Sink, error) {
 	o := Options{MaxSizeMB: 100, MaxBackups: 10}
 	// Report decoding and validation problems together; a key that failed
 	// to decode keeps its default.
@@ -241,21 +243,28 @@ func encodeLine(d sinks.Delivery) []byte {
 	return b.Bytes()
 }
 
-// writePayload embeds body as raw JSON when it is valid JSON, compacted
-// only when it spans lines, and as a JSON string otherwise. Valid JSON
-// strings cannot hold raw newlines, so every newline is insignificant
-// whitespace.
+// writePayload embeds body, its surrounding whitespace trimmed, as the
+// package documentation says: a one-line object as it is, anything else
+// compacted, or as a JSON string when it is not valid JSON.
 func writePayload(b *bytes.Buffer, body []byte) {
 	raw := bytes.TrimSpace(body)
-	if compacted, ok := appendCompact(b.AvailableBuffer(), raw); ok {
-		if bytes.ContainsAny(raw, "\r\n") {
-			b.Write(compacted)
-		} else {
-			b.Write(raw)
-		}
+	if isOneLineObject(raw) {
+		b.Write(raw)
 		return
 	}
-	writeString(b, string(body))
+	n := b.Len()
+	if err := json.Compact(b, raw); err != nil {
+		b.Truncate(n)
+		writeString(b, string(body))
+	}
+}
+
+// isOneLineObject reports whether raw has the shape of a JSON object and no
+// line break. A JSON string cannot hold a raw line break, so a valid object
+// without one is already on one line and needs no compaction.
+func isOneLineObject(raw []byte) bool {
+	return len(raw) >= 2 && raw[0] == '{' && raw[len(raw)-1] == '}' &&
+		bytes.IndexByte(raw, '\n') < 0 && bytes.IndexByte(raw, '\r') < 0
 }
 
 // writeString writes s as a JSON string the way writeJSON does, without an
