@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -55,10 +56,9 @@ func TestDeliveryOncePerSink(t *testing.T) {
 func TestDeliveryRetryThenSuccess(t *testing.T) {
 	tr := &testRegistry{}
 	rec := newRecorder()
-	var calls int
+	var calls atomic.Int32
 	tr.set("a", func(ctx context.Context, d sinks.Delivery) error {
-		calls++
-		if calls <= 2 {
+		if calls.Add(1) <= 2 {
 			return sinks.RetryAfter(errBoom, 20*time.Millisecond)
 		}
 		return rec.send(ctx, d)
@@ -269,25 +269,21 @@ func TestSinkConcurrencyBound(t *testing.T) {
 // same error logs it once, and again only when the text changes.
 func TestRetryLoggedOncePerErrorText(t *testing.T) {
 	tr := &testRegistry{}
-	var calls int
+	var calls atomic.Int32
 	rec := newRecorder()
 	tr.set("b", func(ctx context.Context, d sinks.Delivery) error {
-		calls++
-		switch {
-		case calls <= 3:
+		switch n := calls.Add(1); {
+		case n <= 3:
 			return errBoom
-		case calls == 4:
+		case n == 4:
 			return errors.New("other")
 		}
 		return rec.send(ctx, d)
 	})
 	yaml := strings.Replace(testServerConfig(t.TempDir(), onlyB), "max_attempts: 3", "max_attempts: 10", 1)
-	srv := startServer(t, tr, yaml)
-	defer srv.Stop(context.Background())
 	var logs lockedLog
-	for _, w := range srv.engine.workers {
-		w.log = slog.New(slog.NewJSONHandler(&logs, nil)).With("sink", w.name)
-	}
+	srv := startServerLogging(t, tr, yaml, slog.New(slog.NewJSONHandler(&logs, nil)))
+	defer srv.Stop(context.Background())
 	newHarness(t, srv).mustAccept("msg_log", sampleBody)
 	rec.wait(t, 10*time.Second)
 	// The worker logs the recovery after the send has returned.
