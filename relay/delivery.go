@@ -360,14 +360,16 @@ func (w *worker) noteError(text string) bool {
 	return changed
 }
 
-// deadLetter stores the delivery in the dead-letter stream, then settles the
-// message. If the dead letter cannot be stored the delivery is retried later.
-// deliveryLog is the worker's logger with d's identity; built only when a
-// delivery has something to log.
+// deliveryLog is the worker's logger (which names the sink) with d's
+// identity; built only when a delivery has something to log.
 func (w *worker) deliveryLog(d sinks.Delivery) *slog.Logger {
 	return w.log.With("msg_id", d.MsgID, "event", d.Event, "attempt", d.Attempt)
 }
 
+// deadLetter stores the delivery in the dead-letter stream with reason, then
+// acknowledges the message, so the sink's queue moves on. If the dead letter
+// cannot be stored the message is handed back (nak after ack_wait) and the
+// delivery is tried again later.
 func (w *worker) deadLetter(msg jetstream.Msg, md *jetstream.MsgMetadata, d sinks.Delivery, reason string) {
 	log := w.deliveryLog(d)
 	first := w.firstFailure(md)
@@ -396,7 +398,7 @@ func (w *worker) deadLetter(msg jetstream.Msg, md *jetstream.MsgMetadata, d sink
 	}
 	w.forget(md.Sequence.Stream)
 	w.metrics.Deliveries.WithLabelValues(w.name, "dead_lettered").Inc()
-	log.Error("delivery dead-lettered", "sink", w.name, "reason", oneLine(reason, 512))
+	log.Error("delivery dead-lettered", "reason", oneLine(reason, 512))
 }
 
 // stop stops taking messages, lets the ones already fetched start, and waits

@@ -2,6 +2,7 @@ package relay
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -294,6 +295,61 @@ func TestRetryLoggedOncePerErrorText(t *testing.T) {
 	if got := strings.Count(out, `"msg":"delivery failed, will retry"`); got != 2 {
 		t.Errorf("%d retry lines for 3 x boom then other, want 2:\n%s", got, out)
 	}
+}
+
+// TestDeadLetterLogNamesSinkOnce: the dead-letter line names its sink once.
+// The worker's logger already carries "sink"; a line that adds it again
+// has the key twice in JSON, which log pipelines disagree on.
+func TestDeadLetterLogNamesSinkOnce(t *testing.T) {
+	tr := &testRegistry{}
+	tr.set("b", func(context.Context, sinks.Delivery) error { return sinks.Permanent(errBoom) })
+	var logs lockedLog
+	srv := startServerLogging(t, tr, testServerConfig(t.TempDir(), onlyB), slog.New(slog.NewJSONHandler(&logs, nil)))
+	defer srv.Stop(context.Background())
+	newHarness(t, srv).mustAccept("msg_dl", sampleBody)
+	var line string
+	eventually(t, 10*time.Second, "a dead-letter line", func() bool {
+		for l := range strings.Lines(logs.String()) {
+			if strings.Contains(l, `"msg":"delivery dead-lettered"`) {
+				line = l
+				return true
+			}
+		}
+		return false
+	})
+	keys, err := topLevelKeys(line)
+	if err != nil {
+		t.Fatalf("%v: %s", err, line)
+	}
+	if n := keys["sink"]; n != 1 {
+		t.Errorf(`"sink" %d times, want once: %s`, n, line)
+	}
+	var rec map[string]any
+	if err := json.Unmarshal([]byte(line), &rec); err != nil || rec["sink"] != "b" || rec["msg_id"] != "msg_dl" {
+		t.Errorf("line %s: want sink b and msg_id msg_dl (err %v)", line, err)
+	}
+}
+
+// topLevelKeys counts how often each key appears in the JSON object line,
+// duplicates included (encoding/json keeps only the last).
+func topLevelKeys(line string) (map[string]int, error) {
+	dec := json.NewDecoder(strings.NewReader(line))
+	if tok, err := dec.Token(); err != nil || tok != json.Delim('{') {
+		return nil, fmt.Errorf("not a JSON object (%v)", err)
+	}
+	keys := make(map[string]int)
+	for dec.More() {
+		tok, err := dec.Token()
+		if err != nil {
+			return nil, err
+		}
+		keys[tok.(string)]++
+		var skip json.RawMessage
+		if err := dec.Decode(&skip); err != nil {
+			return nil, err
+		}
+	}
+	return keys, nil
 }
 
 type lockedLog struct {

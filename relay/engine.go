@@ -178,7 +178,8 @@ func (e *engine) tryRemove(name string) bool {
 	return true
 }
 
-// sinkNames lists the sinks that have a worker (configured or draining).
+// worker returns the named sink's worker, if it has one: a configured sink
+// always does, a removed one until its queue is drained.
 func (e *engine) worker(name string) (*worker, bool) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
