@@ -24,7 +24,23 @@ import (
 // sink that a reload (or a restart with a new config) removed.
 const reasonSinkRemoved = "sink removed"
 
-// sinkRuntime is what a worker delivers with; a reload swaps it whole.
+// sinkRuntime is what a worker delivers with; a reload swaps it whole
+// (worker.rt) and closes the one it replaced while deliveries run. That is
+// safe because of what the code guarantees:
+//
+//   - Every Send runs with its runtime read-locked (worker.acquireRuntime,
+//     then release), and close takes the write lock: close waits for the
+//     sends in flight on the runtime, and none starts on it afterwards.
+//   - A runtime is closed only once it is no longer the worker's: a reload
+//     (engine.apply) stores the new runtime, with Swap, before it closes the
+//     old one; the engine's stop closes the current one only after the
+//     worker has stopped and its deliveries have returned; the runtime of a
+//     worker that failed to start is closed having delivered nothing.
+//   - So a delivery that loads a runtime which is closed before it acquires
+//     it (acquire reports false, at once or after waiting behind close's
+//     write lock) finds the replacement already stored, and loading again
+//     acquires it. acquireRuntime loops for that; it loops more than twice
+//     only if further reloads replace that runtime too.
 type sinkRuntime struct {
 	sink   sinks.Sink // nil: the sink was removed, dead-letter what is left
 	policy RetryPolicy
@@ -174,14 +190,27 @@ func (w *worker) handle(msg jetstream.Msg) {
 	}()
 }
 
-// deliver makes one attempt and settles the message: ack, nak with a delay,
-// or dead letter.
+// deliver makes one attempt at delivering msg and settles it. The steps:
+// prepare the delivery from the stored message, send it with the sink's
+// current runtime, then settle the message by the outcome.
 func (w *worker) deliver(msg jetstream.Msg, ruleNames []string) {
-	md, err := msg.Metadata()
+	md, d, err := w.prepare(msg, ruleNames)
 	if err != nil {
 		w.log.Error("message without metadata", "err", err)
 		_ = msg.Term()
 		return
+	}
+	policy, err := w.send(msg, &d)
+	w.settle(msg, md, d, policy, err)
+}
+
+// prepare builds the delivery of msg from its metadata and headers. The
+// template data is left to send: whether to decode it depends on the sink
+// that will send, known only once its runtime is acquired.
+func (w *worker) prepare(msg jetstream.Msg, ruleNames []string) (*jetstream.MsgMetadata, sinks.Delivery, error) {
+	md, err := msg.Metadata()
+	if err != nil {
+		return nil, sinks.Delivery{}, err
 	}
 	h := msg.Headers()
 	source, msgID := eventIdentity(h)
@@ -194,66 +223,120 @@ func (w *worker) deliver(msg jetstream.Msg, ruleNames []string) {
 	}
 	d.ReceivedAt, _ = time.Parse(time.RFC3339Nano, h.Get(hdrReceivedAt))
 	d.Event = h.Get(hdrEvent)
+	return md, d, nil
+}
 
+// errSinkRemoved is send's outcome when the sink has been removed: nothing
+// was sent, and the delivery is to be dead-lettered.
+var errSinkRemoved = errors.New(reasonSinkRemoved)
+
+// send makes the attempt. From its start the message is kept in progress
+// (heartbeat), across the wait while ingest is busy (giveWay) and for
+// acquiring the sink's runtime, which can wait for a reload to close the
+// runtime it replaced. It then adds the template data to d and sends it.
+// It returns the runtime's retry policy with the sink's error, or
+// errSinkRemoved without sending when the sink has been removed.
+func (w *worker) send(msg jetstream.Msg, d *sinks.Delivery) (RetryPolicy, error) {
 	stopBeat := w.heartbeat(msg)
+	defer stopBeat()
 	w.giveWay()
-	var rt *sinkRuntime
-	for {
-		rt = w.rt.Load()
-		if rt.acquire() {
-			break
-		}
-	}
-	if raw, ok := rt.sink.(sinks.RawSender); !ok || !raw.RawOnly() {
-		// Template data: decode the body (ingest checked it is an object).
-		if env, err := rules.NewEnv(d.Body, rules.Meta{Source: d.Source, MsgID: d.MsgID, ReceivedAt: d.ReceivedAt}); err == nil {
-			d.Event = env.Event
-			d.Data = env.Data()
-		}
-	}
+	rt := w.acquireRuntime()
+	defer rt.release()
+	addTemplateData(rt.sink, d)
 	if rt.sink == nil {
-		stopBeat()
-		rt.release()
-		w.deadLetter(msg, md, d, reasonSinkRemoved)
-		return
+		return rt.policy, errSinkRemoved
 	}
-	policy := rt.policy
 	start := time.Now()
-	err = rt.sink.Send(w.sendCtx, d)
-	elapsed := time.Since(start)
-	stopBeat()
-	rt.release()
-	w.duration.Observe(elapsed.Seconds())
+	err := rt.sink.Send(w.sendCtx, *d)
+	w.duration.Observe(time.Since(start).Seconds())
+	return rt.policy, err
+}
 
-	if err == nil {
-		if ackErr := msg.Ack(); ackErr != nil {
-			w.deliveryLog(d).Warn("ack failed; the delivery may be repeated", "err", ackErr)
+// acquireRuntime returns the sink's current runtime, read-locked: the
+// caller sends with it, then releases it. It retries when the runtime it
+// loaded was closed before it could acquire it; the invariant it relies on
+// (see sinkRuntime) is that the replacement is then already stored.
+func (w *worker) acquireRuntime() *sinkRuntime {
+	for {
+		if rt := w.rt.Load(); rt.acquire() {
+			return rt
 		}
-		w.delivered.Inc()
-		w.forget(md.Sequence.Stream)
-		if w.noteError("") {
-			w.deliveryLog(d).Info("sink recovered")
-		}
+	}
+}
+
+// addTemplateData decodes d's body into the data templates see (ingest
+// checked it is an object), and sets d.Event from it, unless sink sends only
+// the raw body. For a nil sink (removed) the body is decoded all the same:
+// the dead letter records the Event decoded from it.
+func addTemplateData(sink sinks.Sink, d *sinks.Delivery) {
+	if raw, ok := sink.(sinks.RawSender); ok && raw.RawOnly() {
 		return
 	}
-	if w.sendCtx.Err() != nil {
-		// Cut off by the end of the shutdown grace: hand it back at once so
-		// that the next start delivers it without waiting for ack_wait.
+	if env, err := rules.NewEnv(d.Body, rules.Meta{Source: d.Source, MsgID: d.MsgID, ReceivedAt: d.ReceivedAt}); err == nil {
+		d.Event = env.Event
+		d.Data = env.Data()
+	}
+}
+
+// settle settles msg by the outcome err of its attempt under policy:
+//   - success: ack;
+//   - the sink was removed: dead letter;
+//   - the end of the shutdown grace cut the send off: hand the message back
+//     at once, so that the next start delivers it without waiting for
+//     ack_wait;
+//   - a permanent error, or the policy's attempts or age spent (giveUp):
+//     dead letter;
+//   - otherwise: nak with the retry delay (retry).
+func (w *worker) settle(msg jetstream.Msg, md *jetstream.MsgMetadata, d sinks.Delivery, policy RetryPolicy, err error) {
+	switch {
+	case err == nil:
+		w.complete(msg, md, d)
+	case errors.Is(err, errSinkRemoved):
+		w.deadLetter(msg, md, d, reasonSinkRemoved)
+	case w.sendCtx.Err() != nil:
 		_ = msg.Nak()
-		return
+	default:
+		if reason, ok := w.giveUp(md, d.Attempt, policy, err); ok {
+			w.deadLetter(msg, md, d, reason)
+			return
+		}
+		w.retry(msg, d, policy, err)
 	}
+}
+
+// complete acknowledges a delivered message and logs the sink's recovery
+// when its last attempt had failed.
+func (w *worker) complete(msg jetstream.Msg, md *jetstream.MsgMetadata, d sinks.Delivery) {
+	if err := msg.Ack(); err != nil {
+		w.deliveryLog(d).Warn("ack failed; the delivery may be repeated", "err", err)
+	}
+	w.delivered.Inc()
+	w.forget(md.Sequence.Stream)
+	if w.noteError("") {
+		w.deliveryLog(d).Info("sink recovered")
+	}
+}
+
+// giveUp classifies a failed attempt: it returns the dead-letter reason and
+// true when err is permanent, when attempt reached policy.MaxAttempts, or
+// when policy.MaxAge has passed since the delivery first failed; false when
+// the delivery is to be retried.
+func (w *worker) giveUp(md *jetstream.MsgMetadata, attempt int, policy RetryPolicy, err error) (reason string, ok bool) {
 	first := w.firstFailure(md)
 	switch {
 	case sinks.IsPermanent(err):
-		w.deadLetter(msg, md, d, err.Error())
-		return
-	case d.Attempt >= policy.MaxAttempts:
-		w.deadLetter(msg, md, d, fmt.Sprintf("gave up after %d attempts: %v", d.Attempt, err))
-		return
+		return err.Error(), true
+	case attempt >= policy.MaxAttempts:
+		return fmt.Sprintf("gave up after %d attempts: %v", attempt, err), true
 	case w.now().Sub(first) >= policy.MaxAge:
-		w.deadLetter(msg, md, d, fmt.Sprintf("gave up after %s (max_age): %v", policy.MaxAge, err))
-		return
+		return fmt.Sprintf("gave up after %s (max_age): %v", policy.MaxAge, err), true
 	}
+	return "", false
+}
+
+// retry hands msg back for redelivery after the policy's backoff (or the
+// sink's Retry-After), logging err when its text differs from the last one.
+func (w *worker) retry(msg jetstream.Msg, d sinks.Delivery, policy RetryPolicy, err error) {
 	retryAfter, _ := sinks.RetryAfterOf(err)
 	delay := retryDelay(policy, d.Attempt, retryAfter)
 	if w.noteError(err.Error()) {
@@ -340,14 +423,16 @@ func (w *worker) noteError(text string) bool {
 	return changed
 }
 
-// deadLetter stores the delivery in the dead-letter stream, then settles the
-// message. If the dead letter cannot be stored the delivery is retried later.
-// deliveryLog is the worker's logger with d's identity; built only when a
-// delivery has something to log.
+// deliveryLog is the worker's logger (which names the sink) with d's
+// identity; built only when a delivery has something to log.
 func (w *worker) deliveryLog(d sinks.Delivery) *slog.Logger {
 	return w.log.With("msg_id", d.MsgID, "event", d.Event, "attempt", d.Attempt)
 }
 
+// deadLetter stores the delivery in the dead-letter stream with reason, then
+// acknowledges the message, so the sink's queue moves on. If the dead letter
+// cannot be stored the message is handed back (nak after ack_wait) and the
+// delivery is tried again later.
 func (w *worker) deadLetter(msg jetstream.Msg, md *jetstream.MsgMetadata, d sinks.Delivery, reason string) {
 	log := w.deliveryLog(d)
 	first := w.firstFailure(md)
@@ -376,7 +461,7 @@ func (w *worker) deadLetter(msg jetstream.Msg, md *jetstream.MsgMetadata, d sink
 	}
 	w.forget(md.Sequence.Stream)
 	w.metrics.Deliveries.WithLabelValues(w.name, "dead_lettered").Inc()
-	log.Error("delivery dead-lettered", "sink", w.name, "reason", oneLine(reason, 512))
+	log.Error("delivery dead-lettered", "reason", oneLine(reason, 512))
 }
 
 // stop stops taking messages, lets the ones already fetched start, and waits

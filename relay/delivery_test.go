@@ -2,6 +2,7 @@ package relay
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -9,6 +10,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -55,10 +57,9 @@ func TestDeliveryOncePerSink(t *testing.T) {
 func TestDeliveryRetryThenSuccess(t *testing.T) {
 	tr := &testRegistry{}
 	rec := newRecorder()
-	var calls int
+	var calls atomic.Int32
 	tr.set("a", func(ctx context.Context, d sinks.Delivery) error {
-		calls++
-		if calls <= 2 {
+		if calls.Add(1) <= 2 {
 			return sinks.RetryAfter(errBoom, 20*time.Millisecond)
 		}
 		return rec.send(ctx, d)
@@ -269,25 +270,21 @@ func TestSinkConcurrencyBound(t *testing.T) {
 // same error logs it once, and again only when the text changes.
 func TestRetryLoggedOncePerErrorText(t *testing.T) {
 	tr := &testRegistry{}
-	var calls int
+	var calls atomic.Int32
 	rec := newRecorder()
 	tr.set("b", func(ctx context.Context, d sinks.Delivery) error {
-		calls++
-		switch {
-		case calls <= 3:
+		switch n := calls.Add(1); {
+		case n <= 3:
 			return errBoom
-		case calls == 4:
+		case n == 4:
 			return errors.New("other")
 		}
 		return rec.send(ctx, d)
 	})
 	yaml := strings.Replace(testServerConfig(t.TempDir(), onlyB), "max_attempts: 3", "max_attempts: 10", 1)
-	srv := startServer(t, tr, yaml)
-	defer srv.Stop(context.Background())
 	var logs lockedLog
-	for _, w := range srv.engine.workers {
-		w.log = slog.New(slog.NewJSONHandler(&logs, nil)).With("sink", w.name)
-	}
+	srv := startServerLogging(t, tr, yaml, slog.New(slog.NewJSONHandler(&logs, nil)))
+	defer srv.Stop(context.Background())
 	newHarness(t, srv).mustAccept("msg_log", sampleBody)
 	rec.wait(t, 10*time.Second)
 	// The worker logs the recovery after the send has returned.
@@ -298,6 +295,61 @@ func TestRetryLoggedOncePerErrorText(t *testing.T) {
 	if got := strings.Count(out, `"msg":"delivery failed, will retry"`); got != 2 {
 		t.Errorf("%d retry lines for 3 x boom then other, want 2:\n%s", got, out)
 	}
+}
+
+// TestDeadLetterLogNamesSinkOnce: the dead-letter line names its sink once.
+// The worker's logger already carries "sink"; a line that adds it again
+// has the key twice in JSON, which log pipelines disagree on.
+func TestDeadLetterLogNamesSinkOnce(t *testing.T) {
+	tr := &testRegistry{}
+	tr.set("b", func(context.Context, sinks.Delivery) error { return sinks.Permanent(errBoom) })
+	var logs lockedLog
+	srv := startServerLogging(t, tr, testServerConfig(t.TempDir(), onlyB), slog.New(slog.NewJSONHandler(&logs, nil)))
+	defer srv.Stop(context.Background())
+	newHarness(t, srv).mustAccept("msg_dl", sampleBody)
+	var line string
+	eventually(t, 10*time.Second, "a dead-letter line", func() bool {
+		for l := range strings.Lines(logs.String()) {
+			if strings.Contains(l, `"msg":"delivery dead-lettered"`) {
+				line = l
+				return true
+			}
+		}
+		return false
+	})
+	keys, err := topLevelKeys(line)
+	if err != nil {
+		t.Fatalf("%v: %s", err, line)
+	}
+	if n := keys["sink"]; n != 1 {
+		t.Errorf(`"sink" %d times, want once: %s`, n, line)
+	}
+	var rec map[string]any
+	if err := json.Unmarshal([]byte(line), &rec); err != nil || rec["sink"] != "b" || rec["msg_id"] != "msg_dl" {
+		t.Errorf("line %s: want sink b and msg_id msg_dl (err %v)", line, err)
+	}
+}
+
+// topLevelKeys counts how often each key appears in the JSON object line,
+// duplicates included (encoding/json keeps only the last).
+func topLevelKeys(line string) (map[string]int, error) {
+	dec := json.NewDecoder(strings.NewReader(line))
+	if tok, err := dec.Token(); err != nil || tok != json.Delim('{') {
+		return nil, fmt.Errorf("not a JSON object (%v)", err)
+	}
+	keys := make(map[string]int)
+	for dec.More() {
+		tok, err := dec.Token()
+		if err != nil {
+			return nil, err
+		}
+		keys[tok.(string)]++
+		var skip json.RawMessage
+		if err := dec.Decode(&skip); err != nil {
+			return nil, err
+		}
+	}
+	return keys, nil
 }
 
 type lockedLog struct {

@@ -112,19 +112,8 @@ func DryRun(cfg *Config, built map[string]sinks.Sink, source string, body []byte
 		})
 	}
 
-	// Route exactly as ingest does: each matched rule, in order, adds its
-	// name to each of its sinks.
-	sinksOf := make(map[string][]string, len(cfg.Rules))
-	for _, spec := range cfg.Rules {
-		sinksOf[spec.Name] = spec.Sinks
-	}
-	route := make(map[string][]string, len(eval.Sinks))
-	for _, name := range eval.Rules {
-		for _, sink := range sinksOf[name] {
-			route[sink] = append(route[sink], name)
-		}
-	}
-
+	// eval.Route is the route ingest stores with the event.
+	route := eval.Route
 	for _, name := range eval.Sinks {
 		dd := DryRunDelivery{Sink: name, Type: cfg.Sinks[name].Type, Rules: route[name]}
 		d := sinks.Delivery{

@@ -60,6 +60,8 @@ func (e *engine) apply(ctx context.Context, cfg *Config, built map[string]sinks.
 		sc := cfg.Sinks[name]
 		rt := &sinkRuntime{sink: built[name], policy: sc.Retry}
 		if w, ok := e.workers[name]; ok {
+			// The new runtime is stored before the old one is closed:
+			// deliveries rely on it (see sinkRuntime).
 			old := w.rt.Swap(rt)
 			if err := w.setConcurrency(ctx, sc.Concurrency); err != nil {
 				errs = append(errs, fmt.Errorf("sink %s: update concurrency: %w", name, err))
@@ -76,7 +78,7 @@ func (e *engine) apply(ctx context.Context, cfg *Config, built map[string]sinks.
 		if _, ok := cfg.Sinks[name]; ok {
 			continue
 		}
-		if old := w.rt.Swap(&sinkRuntime{}); old.sink != nil {
+		if old := w.rt.Swap(&sinkRuntime{}); old.sink != nil { // stored before old is closed
 			e.log.Warn("sink removed; its queued deliveries will be dead-lettered", "sink", name)
 			e.closeLater(old)
 			e.watchDrain(name)
@@ -178,7 +180,8 @@ func (e *engine) tryRemove(name string) bool {
 	return true
 }
 
-// sinkNames lists the sinks that have a worker (configured or draining).
+// worker returns the named sink's worker, if it has one: a configured sink
+// always does, a removed one until its queue is drained.
 func (e *engine) worker(name string) (*worker, bool) {
 	e.mu.Lock()
 	defer e.mu.Unlock()

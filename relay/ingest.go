@@ -28,7 +28,6 @@ type ingestRoutes struct {
 	byPath       map[string]*ingestSource
 	maxBodyBytes int64
 	rules        *rules.Set
-	ruleSinks    map[string][]string // rule name -> its sinks
 }
 
 func newIngestRoutes(cfg *Config) (*ingestRoutes, error) {
@@ -36,10 +35,6 @@ func newIngestRoutes(cfg *Config) (*ingestRoutes, error) {
 		byPath:       make(map[string]*ingestSource),
 		maxBodyBytes: cfg.Server.MaxBodyBytes,
 		rules:        cfg.RuleSet,
-		ruleSinks:    make(map[string][]string, len(cfg.Rules)),
-	}
-	for _, spec := range cfg.Rules {
-		r.ruleSinks[spec.Name] = spec.Sinks
 	}
 	for name, sc := range cfg.Sources {
 		src := &ingestSource{name: name, tolerance: sc.Tolerance}
@@ -146,10 +141,10 @@ func (h *ingestHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	h.answer(w, src.name, http.StatusOK, acceptBody(msgID, status))
 }
 
-// route evaluates the rules in force over ev (decoded as env), sets its type and records,
-// per sink, the rules that send ev there; it returns the matched rules. A
-// rule that fails at run time counts as not matched; it is logged and
-// counted.
+// route evaluates the rules in force over ev (decoded as env), sets its type
+// and its route (rules.Result.Route: per sink, the rules that send ev there;
+// nil when no rule matched); it returns the matched rules. A rule that fails
+// at run time counts as not matched; it is logged and counted.
 func (h *ingestHandler) route(routes *ingestRoutes, env *rules.Env, ev *Event) (matched []string) {
 	ev.Type = env.Event
 	res := routes.rules.Eval(env)
@@ -157,14 +152,7 @@ func (h *ingestHandler) route(routes *ingestRoutes, env *rules.Env, ev *Event) (
 		h.metrics.RuleErrors.WithLabelValues(re.Rule).Inc()
 		h.log.Warn("rule failed; counted as not matched", "rule", re.Rule, "msg_id", ev.MsgID, "event", env.Event, "err", re.Err)
 	}
-	if len(res.Rules) > 0 {
-		ev.Route = make(map[string][]string, len(res.Sinks))
-		for _, name := range res.Rules {
-			for _, sink := range routes.ruleSinks[name] {
-				ev.Route[sink] = append(ev.Route[sink], name)
-			}
-		}
-	}
+	ev.Route = res.Route
 	return res.Rules
 }
 

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"strconv"
 	"strings"
@@ -67,12 +68,20 @@ rules:
 // caller stops it. Each prepare func sees the server before it starts.
 func startServer(t *testing.T, tr *testRegistry, yaml string, prepare ...func(*Server)) *Server {
 	t.Helper()
+	return startServerLogging(t, tr, yaml, newTestLogger(t), prepare...)
+}
+
+// startServerLogging is startServer with log as the server's Options.Logger,
+// for a test that reads the logs: a logger is fixed when the server is made,
+// never swapped on a running worker.
+func startServerLogging(t *testing.T, tr *testRegistry, yaml string, log *slog.Logger, prepare ...func(*Server)) *Server {
+	t.Helper()
 	path := writeConfig(t, yaml)
 	cfg, err := LoadConfig(path, LoadOptions{Environ: []string{}, Registry: tr.registry()})
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := New(cfg, Options{Registry: tr.registry(), ConfigPath: path, Environ: []string{}, Logger: newTestLogger(t)})
+	srv := New(cfg, Options{Registry: tr.registry(), ConfigPath: path, Environ: []string{}, Logger: log})
 	for _, f := range prepare {
 		f(srv)
 	}

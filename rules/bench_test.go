@@ -99,3 +99,28 @@ func BenchmarkEval(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkEvalNoMatch evaluates typicalSpecs over an event none of them
+// matches: the common case at ingest for a busy source with narrow rules.
+func BenchmarkEvalNoMatch(b *testing.B) {
+	body := []byte(`{"event": "bot.status_change", "data": {"bot": {"id": "d9e964ff", "metadata": {"customer_id": "cus_2"}}}}`)
+	env, err := NewEnv(body, benchMeta)
+	if err != nil {
+		b.Fatal(err)
+	}
+	for _, n := range []int{10, 100} {
+		b.Run(fmt.Sprintf("rules=%d", n), func(b *testing.B) {
+			set, err := Compile(typicalSpecs(n), nil)
+			if err != nil {
+				b.Fatal(err)
+			}
+			b.ReportAllocs()
+			for b.Loop() {
+				res := set.Eval(env)
+				if len(res.Rules) > 0 || len(res.Errors) > 0 {
+					b.Fatalf("matched %v, errors %v", res.Rules, res.Errors)
+				}
+			}
+		})
+	}
+}

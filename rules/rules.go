@@ -165,6 +165,11 @@ type Result struct {
 	// Sinks is the de-duplicated union of the matched rules' sinks, in
 	// first-seen order.
 	Sinks []string
+	// Route maps each sink in Sinks to the matched rules that name it, in
+	// rule order (a rule that lists a sink twice appears twice). It is the
+	// routing the relay stores with an event and reports in a dry run. Nil
+	// when no rule matched: an unmatched event costs no allocation here.
+	Route map[string][]string
 	// Errors are the run-time errors; each erroring rule counts as not
 	// matched.
 	Errors []Error
@@ -221,16 +226,27 @@ func (s *Set) Eval(env *Env) Result {
 		if !matched {
 			continue
 		}
-		res.Rules = append(res.Rules, r.name)
-		for _, sink := range r.sinks {
-			res.Sinks = appendUnique(res.Sinks, sink)
-		}
+		res.match(r)
 		if r.stop {
 			break
 		}
 	}
 	s.vms.Put(machine)
 	return res
+}
+
+// match records that r matched: its name in Rules, its sinks in Sinks, and
+// its name under each of its sinks in Route. This is the one place routing
+// is decided; ingest, dry runs and backtests all read it from the Result.
+func (res *Result) match(r *rule) {
+	res.Rules = append(res.Rules, r.name)
+	if res.Route == nil {
+		res.Route = make(map[string][]string, len(r.sinks))
+	}
+	for _, sink := range r.sinks {
+		res.Sinks = appendUnique(res.Sinks, sink)
+		res.Route[sink] = append(res.Route[sink], r.name)
+	}
 }
 
 // run executes one program, converting a panic or non-bool result to an error.

@@ -196,7 +196,8 @@ func TestEval(t *testing.T) {
 		specs      []Spec
 		wantRules  []string
 		wantSinks  []string
-		wantErrors []string // rule names with run-time errors
+		wantRoute  map[string][]string // nil when nothing matched
+		wantErrors []string            // rule names with run-time errors
 	}{
 		{
 			name: "no match",
@@ -214,6 +215,7 @@ func TestEval(t *testing.T) {
 			},
 			wantRules: []string{"zoom", "customer", "objects"},
 			wantSinks: []string{"slack", "webhook", "pagerduty"},
+			wantRoute: map[string][]string{"slack": {"zoom"}, "webhook": {"customer"}, "pagerduty": {"objects"}},
 		},
 		{
 			name: "stop on match ends evaluation",
@@ -224,6 +226,7 @@ func TestEval(t *testing.T) {
 			},
 			wantRules: []string{"a", "b"},
 			wantSinks: []string{"log", "slack"},
+			wantRoute: map[string][]string{"log": {"a"}, "slack": {"b"}},
 		},
 		{
 			name: "stop without match does not stop",
@@ -233,6 +236,7 @@ func TestEval(t *testing.T) {
 			},
 			wantRules: []string{"b"},
 			wantSinks: []string{"slack"},
+			wantRoute: map[string][]string{"slack": {"b"}},
 		},
 		{
 			name: "sinks de-duplicated in first-seen order",
@@ -243,6 +247,8 @@ func TestEval(t *testing.T) {
 			},
 			wantRules: []string{"a", "b", "c"},
 			wantSinks: []string{"slack", "log", "webhook"},
+			// The route keeps a rule once per time it lists the sink.
+			wantRoute: map[string][]string{"slack": {"a", "a", "c"}, "log": {"a", "b"}, "webhook": {"b"}},
 		},
 		{
 			name: "run-time errors count as not matched",
@@ -255,6 +261,7 @@ func TestEval(t *testing.T) {
 			},
 			wantRules:  []string{"ok", "after"},
 			wantSinks:  []string{"log", "webhook"},
+			wantRoute:  map[string][]string{"log": {"ok", "after"}, "webhook": {"after"}},
 			wantErrors: []string{"missing", "int", "not-bool"},
 		},
 	}
@@ -266,6 +273,9 @@ func TestEval(t *testing.T) {
 			}
 			if !reflect.DeepEqual(res.Sinks, tt.wantSinks) {
 				t.Errorf("Sinks: got %v, want %v", res.Sinks, tt.wantSinks)
+			}
+			if !reflect.DeepEqual(res.Route, tt.wantRoute) {
+				t.Errorf("Route: got %v, want %v", res.Route, tt.wantRoute)
 			}
 			var gotErrors []string
 			for _, e := range res.Errors {
