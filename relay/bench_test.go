@@ -54,13 +54,26 @@ func (w *discardResponse) WriteHeader(code int)        { w.code = code }
 // requests, each with a distinct message id, signed before the timer starts
 // (at testNow, the handler's fixed clock). Per iteration: a fresh body
 // reader and the handler; no network, no store.
-func BenchmarkIngestHandler(b *testing.B) {
+func BenchmarkIngestHandler(b *testing.B) { benchIngestHandler(b, sampleBody) }
+
+// BenchmarkIngestHandler1KiB is BenchmarkIngestHandler with a body of
+// exactly 1 KiB (sampleBody padded), the size of a typical Recall event.
+func BenchmarkIngestHandler1KiB(b *testing.B) {
+	pad := 1024 - len(sampleBody) - len(`,"pad":""`)
+	body := sampleBody[:len(sampleBody)-1] + `,"pad":"` + strings.Repeat("x", pad) + `"}`
+	if len(body) != 1024 {
+		b.Fatalf("body is %d bytes, want 1024", len(body))
+	}
+	benchIngestHandler(b, body)
+}
+
+func benchIngestHandler(b *testing.B, sample string) {
 	const pool = 1024
 	h := newTestIngest(b, acceptAllStore{})
-	body := []byte(sampleBody)
+	body := []byte(sample)
 	reqs := make([]*http.Request, pool)
 	for i := range reqs {
-		reqs[i] = signed(b, testSecret, fmt.Sprintf("msg_bench%023d", i), testNow, sampleBody, "svix")
+		reqs[i] = signed(b, testSecret, fmt.Sprintf("msg_bench%023d", i), testNow, sample, "svix")
 	}
 	w := &discardResponse{hdr: make(http.Header)}
 	b.SetBytes(int64(len(body)))
