@@ -18,6 +18,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	svix "github.com/svix/svix-webhooks/go"
 )
 
@@ -213,6 +216,83 @@ func BenchmarkIngestJetStream(b *testing.B) {
 				b.ReportMetric(pct(99), "p99-ms")
 			}
 			b.ReportMetric(float64(rejected.Load()), "non2xx")
+		})
+	}
+}
+
+// BenchmarkEmbeddedPublish publishes 1 KiB messages to a JetStream stream of
+// an embedded server (file storage, synced every second, as storage.sync
+// 1s) from about 64 goroutines, each waiting for its acknowledgement as
+// Append does, over three connections: net.Pipe as nats-server hands it
+// out (unbuffered), the same through a pipeConn (what the relay uses), and
+// loopback TCP (127.0.0.1, a random port, a token). It is what decided to
+// keep the in-process connection; see relay/inprocess.go.
+func BenchmarkEmbeddedPublish(b *testing.B) {
+	for _, conn := range []string{"pipe", "pipeConn", "tcp"} {
+		b.Run("conn="+conn, func(b *testing.B) {
+			opts := &server.Options{
+				ServerName: "bench", JetStream: true, StoreDir: b.TempDir(),
+				DontListen: true, NoSigs: true, NoLog: true, SyncInterval: time.Second,
+			}
+			if conn == "tcp" {
+				opts.DontListen, opts.Host, opts.Port, opts.Authorization = false, "127.0.0.1", -1, "bench-token"
+			}
+			ns, err := server.NewServer(opts)
+			if err != nil {
+				b.Fatal(err)
+			}
+			ns.Start()
+			defer func() { ns.Shutdown(); ns.WaitForShutdown() }()
+			if !ns.ReadyForConnections(30 * time.Second) {
+				b.Fatal("server not ready")
+			}
+			var nc *nats.Conn
+			switch conn {
+			case "pipe":
+				nc, err = nats.Connect("", nats.InProcessServer(ns))
+			case "pipeConn":
+				nc, err = nats.Connect("", nats.InProcessServer(inProcess{ns}))
+			case "tcp":
+				nc, err = nats.Connect(ns.ClientURL(), nats.Token("bench-token"))
+			}
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer nc.Close()
+			js, err := jetstream.New(nc)
+			if err != nil {
+				b.Fatal(err)
+			}
+			if _, err := js.CreateStream(context.Background(), jetstream.StreamConfig{
+				Name: "BENCH", Subjects: []string{"bench.>"}, Storage: jetstream.FileStorage,
+			}); err != nil {
+				b.Fatal(err)
+			}
+			data := bytes.Repeat([]byte("x"), 1024)
+			var seq atomic.Int64
+			procs := runtime.GOMAXPROCS(0)
+			b.SetParallelism((benchPosters + procs - 1) / procs)
+			b.SetBytes(int64(len(data)))
+			b.ResetTimer()
+			b.RunParallel(func(pb *testing.PB) {
+				for pb.Next() {
+					m := &nats.Msg{Subject: "bench.x", Data: data, Header: nats.Header{}}
+					m.Header[jetstream.MsgIDHeader] = []string{strconv.FormatInt(seq.Add(1), 10)}
+					reply, err := nc.RequestMsg(m, publishTimeout)
+					if err != nil {
+						b.Error(err)
+						return
+					}
+					if !bytes.HasPrefix(reply.Data, []byte(`{"stream":"BENCH"`)) {
+						b.Errorf("ack %s", reply.Data)
+						return
+					}
+				}
+			})
+			b.StopTimer()
+			if el := b.Elapsed().Seconds(); el > 0 {
+				b.ReportMetric(float64(b.N)/el, "msgs/s")
+			}
 		})
 	}
 }
