@@ -82,8 +82,6 @@ var errBoom = errors.New("boom")
 
 func discardLogger() *slog.Logger { return slog.New(slog.DiscardHandler) }
 
-type slogLogger = slog.Logger
-
 // newTestLogger logs through t.Log, at debug level with -v.
 func newTestLogger(t *testing.T) *slog.Logger {
 	if !testing.Verbose() {

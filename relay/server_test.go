@@ -200,5 +200,3 @@ func (r *recorder) none(t *testing.T, d time.Duration) {
 	case <-time.After(d):
 	}
 }
-
-func testLogger(t *testing.T) *slogLogger { return newTestLogger(t) }
