@@ -55,7 +55,8 @@ func newIngestRoutes(cfg *Config) (*ingestRoutes, error) {
 	return r, nil
 }
 
-// ingestHandler answers webhook deliveries per the contract's ingest table.
+// ingestHandler answers webhook deliveries per the ingest table of
+// docs/reference.md.
 type ingestHandler struct {
 	routes   atomic.Pointer[ingestRoutes]
 	store    Store
