@@ -18,6 +18,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	svix "github.com/svix/svix-webhooks/go"
 )
 
@@ -54,13 +57,26 @@ func (w *discardResponse) WriteHeader(code int)        { w.code = code }
 // requests, each with a distinct message id, signed before the timer starts
 // (at testNow, the handler's fixed clock). Per iteration: a fresh body
 // reader and the handler; no network, no store.
-func BenchmarkIngestHandler(b *testing.B) {
+func BenchmarkIngestHandler(b *testing.B) { benchIngestHandler(b, sampleBody) }
+
+// BenchmarkIngestHandler1KiB is BenchmarkIngestHandler with a body of
+// exactly 1 KiB (sampleBody padded), the size of a typical Recall event.
+func BenchmarkIngestHandler1KiB(b *testing.B) {
+	pad := 1024 - len(sampleBody) - len(`,"pad":""`)
+	body := sampleBody[:len(sampleBody)-1] + `,"pad":"` + strings.Repeat("x", pad) + `"}`
+	if len(body) != 1024 {
+		b.Fatalf("body is %d bytes, want 1024", len(body))
+	}
+	benchIngestHandler(b, body)
+}
+
+func benchIngestHandler(b *testing.B, sample string) {
 	const pool = 1024
 	h := newTestIngest(b, acceptAllStore{})
-	body := []byte(sampleBody)
+	body := []byte(sample)
 	reqs := make([]*http.Request, pool)
 	for i := range reqs {
-		reqs[i] = signed(b, testSecret, fmt.Sprintf("msg_bench%023d", i), testNow, sampleBody, "svix")
+		reqs[i] = signed(b, testSecret, fmt.Sprintf("msg_bench%023d", i), testNow, sample, "svix")
 	}
 	w := &discardResponse{hdr: make(http.Header)}
 	b.SetBytes(int64(len(body)))
@@ -200,6 +216,83 @@ func BenchmarkIngestJetStream(b *testing.B) {
 				b.ReportMetric(pct(99), "p99-ms")
 			}
 			b.ReportMetric(float64(rejected.Load()), "non2xx")
+		})
+	}
+}
+
+// BenchmarkEmbeddedPublish publishes 1 KiB messages to a JetStream stream of
+// an embedded server (file storage, synced every second, as storage.sync
+// 1s) from about 64 goroutines, each waiting for its acknowledgement as
+// Append does, over three connections: net.Pipe as nats-server hands it
+// out (unbuffered), the same through a pipeConn (what the relay uses), and
+// loopback TCP (127.0.0.1, a random port, a token). It is what decided to
+// keep the in-process connection; see relay/inprocess.go.
+func BenchmarkEmbeddedPublish(b *testing.B) {
+	for _, conn := range []string{"pipe", "pipeConn", "tcp"} {
+		b.Run("conn="+conn, func(b *testing.B) {
+			opts := &server.Options{
+				ServerName: "bench", JetStream: true, StoreDir: b.TempDir(),
+				DontListen: true, NoSigs: true, NoLog: true, SyncInterval: time.Second,
+			}
+			if conn == "tcp" {
+				opts.DontListen, opts.Host, opts.Port, opts.Authorization = false, "127.0.0.1", -1, "bench-token"
+			}
+			ns, err := server.NewServer(opts)
+			if err != nil {
+				b.Fatal(err)
+			}
+			ns.Start()
+			defer func() { ns.Shutdown(); ns.WaitForShutdown() }()
+			if !ns.ReadyForConnections(30 * time.Second) {
+				b.Fatal("server not ready")
+			}
+			var nc *nats.Conn
+			switch conn {
+			case "pipe":
+				nc, err = nats.Connect("", nats.InProcessServer(ns))
+			case "pipeConn":
+				nc, err = nats.Connect("", nats.InProcessServer(inProcess{ns}))
+			case "tcp":
+				nc, err = nats.Connect(ns.ClientURL(), nats.Token("bench-token"))
+			}
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer nc.Close()
+			js, err := jetstream.New(nc)
+			if err != nil {
+				b.Fatal(err)
+			}
+			if _, err := js.CreateStream(context.Background(), jetstream.StreamConfig{
+				Name: "BENCH", Subjects: []string{"bench.>"}, Storage: jetstream.FileStorage,
+			}); err != nil {
+				b.Fatal(err)
+			}
+			data := bytes.Repeat([]byte("x"), 1024)
+			var seq atomic.Int64
+			procs := runtime.GOMAXPROCS(0)
+			b.SetParallelism((benchPosters + procs - 1) / procs)
+			b.SetBytes(int64(len(data)))
+			b.ResetTimer()
+			b.RunParallel(func(pb *testing.PB) {
+				for pb.Next() {
+					m := &nats.Msg{Subject: "bench.x", Data: data, Header: nats.Header{}}
+					m.Header[jetstream.MsgIDHeader] = []string{strconv.FormatInt(seq.Add(1), 10)}
+					reply, err := nc.RequestMsg(m, publishTimeout)
+					if err != nil {
+						b.Error(err)
+						return
+					}
+					if !bytes.HasPrefix(reply.Data, []byte(`{"stream":"BENCH"`)) {
+						b.Errorf("ack %s", reply.Data)
+						return
+					}
+				}
+			})
+			b.StopTimer()
+			if el := b.Elapsed().Seconds(); el > 0 {
+				b.ReportMetric(float64(b.N)/el, "msgs/s")
+			}
 		})
 	}
 }

@@ -69,22 +69,19 @@ func startCluster(t *testing.T, n int) []*server.Server {
 	js, _ := jetstream.New(nc)
 	// Ready means what the test needs: a stream with three replicas can be
 	// placed, i.e. every peer is known to the meta group.
-	deadline := time.Now().Add(60 * time.Second)
-	for {
+	placed := poll(60*time.Second, func() bool {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		_, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "READY_PROBE", Subjects: []string{"ready.probe"}, Replicas: n})
+		defer cancel()
+		_, err = js.CreateStream(ctx, jetstream.StreamConfig{Name: "READY_PROBE", Subjects: []string{"ready.probe"}, Replicas: n})
 		if err == nil {
 			err = js.DeleteStream(ctx, "READY_PROBE")
 		}
-		cancel()
-		if err == nil {
-			return servers
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("JetStream cluster cannot place %d replicas after 60s: %v", n, err)
-		}
-		time.Sleep(100 * time.Millisecond)
+		return err == nil
+	})
+	if !placed {
+		t.Fatalf("JetStream cluster cannot place %d replicas after 60s: %v", n, err)
 	}
+	return servers
 }
 
 func clientURLs(servers []*server.Server) string {

@@ -499,19 +499,17 @@ sinks:
 	}
 	// Everything settled: nothing is left in the stream, and the event
 	// routed nowhere was never stored.
-	deadline := time.Now().Add(10 * time.Second)
-	for {
+	var left uint64
+	settled := poll(10*time.Second, func() bool {
 		info, err := h.srv.store.events.Info(ctx)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if info.State.Msgs == 0 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%d messages still in the stream after every delivery", info.State.Msgs)
-		}
-		time.Sleep(20 * time.Millisecond)
+		left = info.State.Msgs
+		return left == 0
+	})
+	if !settled {
+		t.Fatalf("%d messages still in the stream 10s after every delivery", left)
 	}
 }
 

@@ -3,6 +3,7 @@ package relay
 import (
 	"context"
 	"errors"
+	"strconv"
 	"sync"
 	"testing"
 	"time"
@@ -82,11 +83,5 @@ func TestGroupSyncContextAndClose(t *testing.T) {
 // waitQueued waits until n requests are queued.
 func waitQueued(t *testing.T, g *groupSync, n int) {
 	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for len(g.reqs) < n {
-		if time.Now().After(deadline) {
-			t.Fatalf("%d of %d callers queued", len(g.reqs), n)
-		}
-		time.Sleep(time.Millisecond)
-	}
+	eventually(t, 5*time.Second, strconv.Itoa(n)+" callers queued", func() bool { return len(g.reqs) >= n })
 }

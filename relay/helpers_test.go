@@ -10,6 +10,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/relay-dev/relay/sinks"
 )
@@ -81,8 +82,6 @@ var errBoom = errors.New("boom")
 
 func discardLogger() *slog.Logger { return slog.New(slog.DiscardHandler) }
 
-type slogLogger = slog.Logger
-
 // newTestLogger logs through t.Log, at debug level with -v.
 func newTestLogger(t *testing.T) *slog.Logger {
 	if !testing.Verbose() {
@@ -99,3 +98,26 @@ func (w tWriter) Write(p []byte) (int, error) {
 }
 
 func strconvU(n uint64) string { return strconv.FormatUint(n, 10) }
+
+// eventually polls cond until it holds, failing the test after timeout
+// with "timed out after <timeout> waiting for <what>".
+func eventually(t testing.TB, timeout time.Duration, what string, cond func() bool) {
+	t.Helper()
+	if !poll(timeout, cond) {
+		t.Fatalf("timed out after %s waiting for %s", timeout, what)
+	}
+}
+
+// poll calls cond every 20ms until it holds or timeout has passed, and
+// reports whether it held: for a wait whose failure message needs the state
+// cond last saw (use eventually otherwise).
+func poll(timeout time.Duration, cond func() bool) bool {
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			return false
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return true
+}

@@ -26,8 +26,8 @@ type Metrics struct {
 	YieldTotal *prometheus.CounterVec
 }
 
-// NewMetrics creates and registers every metric of the contract, plus the
-// Go and process collectors.
+// NewMetrics creates and registers every metric listed in docs/reference.md,
+// plus the Go and process collectors.
 func NewMetrics() *Metrics {
 	m := &Metrics{
 		Registry: prometheus.NewRegistry(),

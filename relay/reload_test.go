@@ -181,7 +181,7 @@ func TestMetricsNames(t *testing.T) {
 		"relay_deliveries_total", "relay_delivery_duration_seconds",
 		"relay_dead_letters", "relay_pending_deliveries",
 		"relay_config_last_reload_successful",
-		// Beyond the contract: server.ingest_priority at work.
+		// server.ingest_priority at work.
 		"relay_ingest_load", "relay_deliveries_yielding",
 		"relay_delivery_yield_seconds_total",
 	} {

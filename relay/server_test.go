@@ -209,17 +209,3 @@ func (r *recorder) none(t *testing.T, d time.Duration) {
 	case <-time.After(d):
 	}
 }
-
-// eventually polls cond until it holds, failing after timeout.
-func eventually(t *testing.T, timeout time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", timeout, what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
-func testLogger(t *testing.T) *slogLogger { return newTestLogger(t) }

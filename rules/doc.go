@@ -2,7 +2,8 @@
 // event, compiles operator rules (expr-lang/expr boolean expressions) and
 // evaluates them to decide which sinks an event is routed to.
 //
-// A rule's "when" expression sees these names (the public contract):
+// A rule's "when" expression sees these names (documented for users in
+// docs/reference.md; they must not change):
 //
 //	event        string          the body's "event" field
 //	object       string          event before its last dot

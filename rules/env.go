@@ -20,7 +20,7 @@ type Meta struct {
 }
 
 // Env is the typed rule environment. The expr tags are the public names
-// rules refer to; they are a stable contract.
+// rules refer to, listed in docs/reference.md: they must not change.
 //
 // Every map field is non-nil after NewEnv. Recording, Bot and Media always
 // hold the keys "id" (string) and "metadata" (map[string]any).
@@ -168,7 +168,7 @@ func parseTime(v any) time.Time {
 	return t
 }
 
-// Data returns the environment as template data: every contract name
+// Data returns the environment as template data: every name rules see
 // (event, object, status, code, sub_code, updated_at, recording, bot, media,
 // source, msg_id, received_at, payload) as a map key, plus
 // "sub_code_reason" (the catalog reason, "" when unknown) and

@@ -16,14 +16,15 @@ func TestSecretRedacts(t *testing.T) {
 	slog.New(slog.NewJSONHandler(&logs, nil)).Info("x", "secret", s)
 	slog.New(slog.NewTextHandler(&logs, nil)).Info("x", "secret", s)
 	j, _ := json.Marshal(struct{ S Secret }{s})
-	for name, out := range map[string]string{
-		"%v":   fmt.Sprintf("%v", s),
-		"%s":   fmt.Sprintf("%s", s),
-		"%#v":  fmt.Sprintf("%#v", s),
+	outs := map[string]string{
 		"%+v":  fmt.Sprintf("%+v", struct{ S Secret }{s}),
 		"json": string(j),
 		"slog": logs.String(),
-	} {
+	}
+	for _, verb := range []string{"%v", "%s", "%q", "%#v"} {
+		outs[verb] = fmt.Sprintf(verb, s)
+	}
+	for name, out := range outs {
 		if strings.Contains(out, "s3cr3t") || !strings.Contains(out, "[redacted]") {
 			t.Errorf("%s: got %q, want it redacted", name, out)
 		}

@@ -146,7 +146,7 @@ rules:
 	p := startRelay(t, dir, config)
 	ids1 := filepath.Join(dir, "ids1.txt")
 	gen := load(p, 6000, ids1)
-	waitFor(t, 60*time.Second, "1,000 deliveries before the kill", func() bool { return received.len() >= 1000 })
+	eventually(t, 60*time.Second, "1,000 deliveries before the kill", func() bool { return received.len() >= 1000 })
 	p.kill()
 	if err := gen.Wait(); err != nil {
 		t.Fatalf("load generator: %v\n%s", err, gen.Stderr)
@@ -167,18 +167,14 @@ rules:
 		t.Fatalf("only %d events acknowledged in all; the test wants at least 5,000", len(acked))
 	}
 	archive := filepath.Join(dir, "archive.jsonl")
-	deadline := time.Now().Add(90 * time.Second)
-	for {
-		missHTTP := received.missing(acked)
-		missFile := fileIDs(archive).missing(acked)
-		if len(missHTTP) == 0 && len(missFile) == 0 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%d of %d acknowledged events never reached the HTTP sink (e.g. %v), %d never reached the file sink (e.g. %v)\n%s",
-				len(missHTTP), len(acked), first(missHTTP), len(missFile), first(missFile), tail(p.logs.String(), 3000))
-		}
-		time.Sleep(100 * time.Millisecond)
+	var missHTTP, missFile []string
+	delivered := poll(90*time.Second, func() bool {
+		missHTTP, missFile = received.missing(acked), fileIDs(archive).missing(acked)
+		return len(missHTTP) == 0 && len(missFile) == 0
+	})
+	if !delivered {
+		t.Fatalf("%d of %d acknowledged events never reached the HTTP sink (e.g. %v), %d never reached the file sink (e.g. %v)\n%s",
+			len(missHTTP), len(acked), first(missHTTP), len(missFile), first(missFile), tail(p.logs.String(), 3000))
 	}
 	t.Logf("all %d acknowledged events delivered to both sinks (%d distinct ids at the receiver)", len(acked), received.len())
 	if code := p.stop(syscall.SIGTERM, 30*time.Second); code != 0 {

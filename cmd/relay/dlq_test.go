@@ -71,7 +71,7 @@ rules:
 	}
 
 	var list []relay.DeadLetter
-	waitFor(t, 10*time.Second, "a dead letter", func() bool {
+	eventually(t, 10*time.Second, "a dead letter", func() bool {
 		code, out, _ := dlq("list", "--json")
 		return code == 0 && json.Unmarshal([]byte(out), &list) == nil && len(list) == 1
 	})
@@ -103,7 +103,7 @@ rules:
 	if code, out, errOut := dlq("replay", id); code != 0 {
 		t.Fatalf("replay: %d %s %s", code, out, errOut)
 	}
-	waitFor(t, 10*time.Second, "the replayed delivery", func() bool { return delivered.Load() == 1 })
+	eventually(t, 10*time.Second, "the replayed delivery", func() bool { return delivered.Load() == 1 })
 	code, out, _ = dlq("list", "--json")
 	if code != 0 || strings.TrimSpace(out) != "[]" {
 		t.Errorf("after replay: exit %d, list %s", code, out)
@@ -114,7 +114,7 @@ rules:
 	for range 2 {
 		runCLI(t, "send", "--url", "http://"+srv.IngestAddr()+"/webhooks/recall", "--secret", secret, event)
 	}
-	waitFor(t, 10*time.Second, "two dead letters", func() bool {
+	eventually(t, 10*time.Second, "two dead letters", func() bool {
 		_, out, _ := dlq("list", "--json", "--sink", "api")
 		return json.Unmarshal([]byte(out), &list) == nil && len(list) == 2
 	})

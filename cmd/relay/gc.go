@@ -6,12 +6,11 @@ import "runtime/debug"
 // the environment sets no GOGC: the heap may grow to three times what is
 // live between collections instead of twice. Every accepted event allocates
 // its decoded body and its store messages, so allocation and collection are
-// about a tenth of the relay's CPU under load. At 200, interleaved runs of
-// docs/bench.sh accepted about 5% more events per second at concurrency 64,
-// and with 100,000 events queued behind a dead sink the resident high-water
-// mark was 103 MB (76 MB at 100), about half the 200 MB budget (see
-// docs/benchmarks.md). Like Prometheus, which sets its own default the same
-// way, an operator's GOGC (or GOMEMLIMIT for a hard ceiling) wins.
+// a noticeable share of the relay's CPU under load; the higher target buys
+// throughput with memory, still well within the memory budget (the
+// measurements, both ways, are in docs/benchmarks.md under "GOGC 200 by
+// default"). Like Prometheus, which sets its own default the same way, an
+// operator's GOGC (or GOMEMLIMIT for a hard ceiling) wins.
 const defaultGCPercent = 200
 
 // setDefaultGC applies defaultGCPercent unless GOGC is set, and returns the

@@ -163,16 +163,27 @@ func (p *relayProcess) kill() {
 	<-p.done
 }
 
-// waitFor polls cond until it holds, failing after timeout.
-func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) {
+// eventually polls cond until it holds, failing the test after timeout
+// with "timed out after <timeout> waiting for <what>".
+func eventually(t testing.TB, timeout time.Duration, what string, cond func() bool) {
 	t.Helper()
+	if !poll(timeout, cond) {
+		t.Fatalf("timed out after %s waiting for %s", timeout, what)
+	}
+}
+
+// poll calls cond every 50ms until it holds or timeout has passed, and
+// reports whether it held: for a wait whose failure message needs the state
+// cond last saw (use eventually otherwise).
+func poll(timeout time.Duration, cond func() bool) bool {
 	deadline := time.Now().Add(timeout)
 	for !cond() {
 		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", timeout, what)
+			return false
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+	return true
 }
 
 // TestServeSendSIGTERM runs the quick-start config as a newcomer would: serve,
@@ -198,7 +209,7 @@ func TestServeSendSIGTERM(t *testing.T) {
 
 	archive := filepath.Join(dir, "data", "events.jsonl")
 	failures := filepath.Join(dir, "data", "failures.jsonl")
-	waitFor(t, 20*time.Second, "the event in both files", func() bool {
+	eventually(t, 20*time.Second, "the event in both files", func() bool {
 		a, _ := os.ReadFile(archive)
 		f, _ := os.ReadFile(failures)
 		return strings.Contains(string(a), "zoom_captions_failure") && strings.Contains(string(f), "zoom_captions_failure")
@@ -255,19 +266,19 @@ rules:
 	cmd := exec.Command(binary(t, "relay"), "serve", "-c", config, "--watch")
 	p := startRelayCmd(t, cmd, dir)
 	count := func(msg string) int { return strings.Count(p.logs.String(), `"msg":"`+msg+`"`) }
-	waitFor(t, 20*time.Second, "the watch to start", func() bool { return count("watching the config file") == 1 })
+	eventually(t, 20*time.Second, "the watch to start", func() bool { return count("watching the config file") == 1 })
 
 	write("  - {name: two, when: \"true\", sinks: [archive]}\n")
-	waitFor(t, 20*time.Second, "a reload on file change", func() bool { return count("config reloaded") >= 1 })
+	eventually(t, 20*time.Second, "a reload on file change", func() bool { return count("config reloaded") >= 1 })
 
 	before := count("config reloaded")
 	if err := p.cmd.Process.Signal(syscall.SIGHUP); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 20*time.Second, "a reload on SIGHUP", func() bool { return count("config reloaded") > before })
+	eventually(t, 20*time.Second, "a reload on SIGHUP", func() bool { return count("config reloaded") > before })
 
 	write("  - {name: broken, when: \"sub_cod\", sinks: [archive]}\n")
-	waitFor(t, 20*time.Second, "a failed reload", func() bool {
+	eventually(t, 20*time.Second, "a failed reload", func() bool {
 		return strings.Contains(p.logs.String(), "config reload failed; keeping the running config")
 	})
 	if code := p.stop(syscall.SIGTERM, 30*time.Second); code != 0 {

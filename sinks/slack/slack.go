@@ -111,6 +111,7 @@ func New(name string, options map[string]any, env sinks.Env) (sinks.Sink, error)
 		case err != nil: // err quotes the URL
 			errs = append(errs, errors.New("webhook_url: invalid URL"))
 		case u.Scheme != "https" && u.Scheme != "http", u.Host == "":
+			//lint:ignore ST1005 the "..." ends an example URL, not a sentence; error messages stay as they are
 			errs = append(errs, errors.New("webhook_url: want an https URL such as https://hooks.slack.com/services/..."))
 		default:
 			s.webhookURL = o.WebhookURL.Reveal()
