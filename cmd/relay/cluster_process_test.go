@@ -101,7 +101,7 @@ func startNATSCluster(t *testing.T, n int) []*natsNode {
 		nodes = append(nodes, nd)
 	}
 	for _, nd := range nodes {
-		waitFor(t, 30*time.Second, nd.name+" accepting connections", func() bool {
+		eventually(t, 30*time.Second, nd.name+" accepting connections", func() bool {
 			c, err := net.DialTimeout("tcp", nd.client, time.Second)
 			if err == nil {
 				c.Close()
@@ -110,7 +110,7 @@ func startNATSCluster(t *testing.T, n int) []*natsNode {
 		})
 	}
 	js := natsClient(t, nodes)
-	waitFor(t, 60*time.Second, fmt.Sprintf("a stream with %d replicas placed", n), func() bool {
+	eventually(t, 60*time.Second, fmt.Sprintf("a stream with %d replicas placed", n), func() bool {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		defer cancel()
 		_, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "READY_PROBE", Subjects: []string{"ready.probe"}, Replicas: n})
@@ -220,7 +220,7 @@ rules:
 	first.stop(15, 30*time.Second) // SIGTERM
 
 	var leader *natsNode
-	waitFor(t, 30*time.Second, "a meta leader", func() bool {
+	eventually(t, 30*time.Second, "a meta leader", func() bool {
 		for _, nd := range nodes {
 			if nd.isMetaLeader() {
 				leader = nd
@@ -237,7 +237,7 @@ rules:
 	if took > 20*time.Second {
 		t.Errorf("relay took %s to start while a node was down, want seconds\n%s", took, second.logs)
 	}
-	waitFor(t, 30*time.Second, "/readyz 200", func() bool {
+	eventually(t, 30*time.Second, "/readyz 200", func() bool {
 		resp, err := http.Get("http://" + second.admin + "/readyz")
 		if err != nil {
 			return false
