@@ -102,14 +102,17 @@ type RetryPolicy struct {
 	MaxAge          time.Duration `koanf:"max_age"`
 }
 
-// DefaultRetry is the retry policy when the config does not set one.
-var DefaultRetry = RetryPolicy{
-	MaxAttempts:     10,
-	InitialInterval: time.Second,
-	MaxInterval:     10 * time.Minute,
-	Multiplier:      2,
-	Jitter:          0.2,
-	MaxAge:          24 * time.Hour,
+// DefaultRetry returns the retry policy that applies when the config does
+// not set one.
+func DefaultRetry() RetryPolicy {
+	return RetryPolicy{
+		MaxAttempts:     10,
+		InitialInterval: time.Second,
+		MaxInterval:     10 * time.Minute,
+		Multiplier:      2,
+		Jitter:          0.2,
+		MaxAge:          24 * time.Hour,
+	}
 }
 
 // DefaultIngestPriority applies when the config does not say: busy at a
@@ -169,7 +172,7 @@ func defaultFileConfig() fileConfig {
 	fc.Storage.Sync = "always"
 	fc.Storage.DedupeWindow = 24 * time.Hour
 	fc.Storage.AckWait = 30 * time.Second
-	fc.Retry = DefaultRetry
+	fc.Retry = DefaultRetry()
 	return fc
 }
 

@@ -49,7 +49,7 @@ func TestLoadConfigDefaults(t *testing.T) {
 	if got, want := cfg.Sinks["a"].Concurrency, defaultSinkConcurrency; got != want {
 		t.Errorf("sink concurrency: got %d, want %d", got, want)
 	}
-	if got, want := cfg.Sinks["a"].Retry, DefaultRetry; got != want {
+	if got, want := cfg.Sinks["a"].Retry, DefaultRetry(); got != want {
 		t.Errorf("sink retry: got %+v, want %+v", got, want)
 	}
 	if cfg.RuleSet == nil || cfg.RuleSet.Len() != 1 {
@@ -120,7 +120,7 @@ func TestLoadConfigEnvironment(t *testing.T) {
 	if got, want := cfg.Sinks["a"].Retry.MaxAttempts, 3; got != want {
 		t.Errorf("sink retry override: got %d, want %d", got, want)
 	}
-	if got, want := cfg.Sinks["a"].Retry.InitialInterval, DefaultRetry.InitialInterval; got != want {
+	if got, want := cfg.Sinks["a"].Retry.InitialInterval, DefaultRetry().InitialInterval; got != want {
 		t.Errorf("sink retry keeps the defaults it does not set: got %v, want %v", got, want)
 	}
 }
