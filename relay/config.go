@@ -307,7 +307,10 @@ func decodeConfig(k *koanf.Koanf, reg *sinks.Registry) (*Config, error) {
 		Retry:   fc.Retry,
 	}
 	errs = append(errs, validateServer(&cfg.Server)...)
-	errs = append(errs, validateStorage(&cfg.Storage, fc.Storage.Sync)...)
+	if err := deriveSync(&cfg.Storage, fc.Storage.Sync); err != nil {
+		errs = append(errs, err)
+	}
+	errs = append(errs, validateStorage(cfg.Storage)...)
 	errs = append(errs, validateRetry("retry", cfg.Retry)...)
 
 	if len(fc.Sources) == 0 {
@@ -424,18 +427,25 @@ func validateServer(s *ServerConfig) []error {
 	return errs
 }
 
-func validateStorage(s *StorageConfig, sync string) []error {
-	var errs []error
-	switch {
-	case sync == "always":
+// deriveSync sets SyncAlways and SyncInterval from storage.sync, or says
+// why sync is invalid.
+func deriveSync(s *StorageConfig, sync string) error {
+	if sync == "always" {
 		s.SyncAlways = true
-	default:
-		d, err := time.ParseDuration(sync)
-		if err != nil || d <= 0 {
-			errs = append(errs, errors.New(`storage.sync: invalid value (want "always" or an interval such as 1s)`))
-		}
-		s.SyncInterval = d
+		return nil
 	}
+	d, err := time.ParseDuration(sync)
+	s.SyncInterval = d
+	if err != nil || d <= 0 {
+		return errors.New(`storage.sync: invalid value (want "always" or an interval such as 1s)`)
+	}
+	return nil
+}
+
+// validateStorage checks the storage keys; storage.sync is checked by
+// deriveSync.
+func validateStorage(s StorageConfig) []error {
+	var errs []error
 	if s.URL == "" && s.Dir == "" {
 		errs = append(errs, errors.New("storage.dir: required unless storage.url is set"))
 	}
