@@ -5,6 +5,7 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"regexp"
 	"runtime"
@@ -24,28 +25,32 @@ import (
 	"github.com/relay-dev/relay/sinks"
 )
 
-// Config is a loaded and validated configuration file. See the contract for
-// the meaning of each key; LoadConfig fills every default.
+// Config is a loaded and validated configuration file; docs/reference.md
+// describes each key, and LoadConfig fills every default.
+//
+// The config types are the file's schema: a field tagged koanf:"<key>" is
+// decoded from that key. Untagged fields are not keys: LoadConfig derives
+// them, except Sinks, which it decodes one sink at a time from "sinks".
 type Config struct {
-	Server  ServerConfig
-	Storage StorageConfig
-	Sources map[string]SourceConfig
+	Server  ServerConfig            `koanf:"server"`
+	Storage StorageConfig           `koanf:"storage"`
+	Sources map[string]SourceConfig `koanf:"sources"`
 	Sinks   map[string]SinkConfig
-	Retry   RetryPolicy
-	Rules   []rules.Spec
+	Retry   RetryPolicy  `koanf:"retry"`
+	Rules   []rules.Spec `koanf:"rules"`
 	// RuleSet is Rules compiled.
 	RuleSet *rules.Set
 }
 
 // ServerConfig holds the listeners and their limits.
 type ServerConfig struct {
-	Listen        string
-	AdminListen   string
-	AdminToken    sinks.Secret
-	MaxBodyBytes  int64
-	ShutdownGrace time.Duration
+	Listen        string        `koanf:"listen"`
+	AdminListen   string        `koanf:"admin_listen"`
+	AdminToken    sinks.Secret  `koanf:"admin_token"`
+	MaxBodyBytes  int64         `koanf:"max_body_bytes"`
+	ShutdownGrace time.Duration `koanf:"shutdown_grace"`
 	// IngestPriority lets deliveries give way to a busy ingest.
-	IngestPriority IngestPriority
+	IngestPriority IngestPriority `koanf:"ingest_priority"`
 }
 
 // IngestPriority says when deliveries give way to webhook requests: while
@@ -60,36 +65,45 @@ type IngestPriority struct {
 // StorageConfig says where events are kept.
 type StorageConfig struct {
 	// Dir is the embedded JetStream store's directory (embedded mode).
-	Dir string
+	Dir string `koanf:"dir"`
 	// URL, when set, selects cluster mode: an existing NATS deployment.
-	URL string
+	URL string `koanf:"url"`
 	// Replicas is the stream replica count in cluster mode.
-	Replicas int
+	Replicas int `koanf:"replicas"`
+	// Sync is storage.sync as written: "always", or an interval such as
+	// 1s. LoadConfig derives SyncAlways and SyncInterval from it.
+	Sync string `koanf:"sync"`
 	// SyncAlways: fsync before a write is confirmed. Otherwise the store
 	// syncs every SyncInterval.
 	SyncAlways   bool
 	SyncInterval time.Duration
 	// DedupeWindow is how long a repeated message id is recognised.
-	DedupeWindow time.Duration
+	DedupeWindow time.Duration `koanf:"dedupe_window"`
 	// AckWait is how long a delivery handed to a worker may go without news
 	// before the store hands it out again (after a crash, say).
-	AckWait time.Duration
+	AckWait time.Duration `koanf:"ack_wait"`
 }
 
 // SourceConfig is one webhook endpoint.
 type SourceConfig struct {
-	Path      string
-	Secrets   []sinks.Secret
-	Tolerance time.Duration
+	// Path defaults to /webhooks/<name>.
+	Path    string         `koanf:"path"`
+	Secrets []sinks.Secret `koanf:"secrets"`
+	// Tolerance defaults to 5m.
+	Tolerance time.Duration `koanf:"tolerance"`
 }
 
-// SinkConfig is one configured sink: its type, the options its constructor
-// decodes, and the delivery settings the relay applies to it.
+// SinkConfig is one configured sink: the keys every sink has (its type and
+// the delivery settings the relay applies to it), and the rest of its keys,
+// which its type's constructor decodes.
 type SinkConfig struct {
-	Type        string
-	Concurrency int
-	Retry       RetryPolicy
-	Options     map[string]any
+	Type string `koanf:"type"`
+	// Concurrency, when the file does not set it and LoadConfig is given a
+	// Registry, is the type's own default, else 4.
+	Concurrency int `koanf:"concurrency"`
+	// Retry defaults, key by key, to the top-level retry policy.
+	Retry   RetryPolicy    `koanf:"retry"`
+	Options map[string]any `koanf:",remain"`
 }
 
 // RetryPolicy says how long and how often a failing delivery is retried.
@@ -102,14 +116,17 @@ type RetryPolicy struct {
 	MaxAge          time.Duration `koanf:"max_age"`
 }
 
-// DefaultRetry is the retry policy when the config does not set one.
-var DefaultRetry = RetryPolicy{
-	MaxAttempts:     10,
-	InitialInterval: time.Second,
-	MaxInterval:     10 * time.Minute,
-	Multiplier:      2,
-	Jitter:          0.2,
-	MaxAge:          24 * time.Hour,
+// DefaultRetry returns the retry policy that applies when the config does
+// not set one.
+func DefaultRetry() RetryPolicy {
+	return RetryPolicy{
+		MaxAttempts:     10,
+		InitialInterval: time.Second,
+		MaxInterval:     10 * time.Minute,
+		Multiplier:      2,
+		Jitter:          0.2,
+		MaxAge:          24 * time.Hour,
+	}
 }
 
 // DefaultIngestPriority applies when the config does not say: busy at a
@@ -124,53 +141,26 @@ func DefaultIngestPriority() IngestPriority {
 // says how many deliveries may be in flight.
 const defaultSinkConcurrency = 4
 
-// fileConfig mirrors the YAML schema for decoding; unknown keys are errors.
-type fileConfig struct {
-	Server struct {
-		Listen         string         `koanf:"listen"`
-		AdminListen    string         `koanf:"admin_listen"`
-		AdminToken     string         `koanf:"admin_token"`
-		MaxBodyBytes   int64          `koanf:"max_body_bytes"`
-		ShutdownGrace  time.Duration  `koanf:"shutdown_grace"`
-		IngestPriority IngestPriority `koanf:"ingest_priority"`
-	} `koanf:"server"`
-	Storage struct {
-		Dir          string        `koanf:"dir"`
-		URL          string        `koanf:"url"`
-		Replicas     int           `koanf:"replicas"`
-		Sync         string        `koanf:"sync"`
-		DedupeWindow time.Duration `koanf:"dedupe_window"`
-		AckWait      time.Duration `koanf:"ack_wait"`
-	} `koanf:"storage"`
-	Sources map[string]struct {
-		Path      string        `koanf:"path"`
-		Secrets   []string      `koanf:"secrets"`
-		Tolerance time.Duration `koanf:"tolerance"`
-	} `koanf:"sources"`
-	Sinks map[string]map[string]any `koanf:"sinks"`
-	Retry RetryPolicy               `koanf:"retry"`
-	Rules []struct {
-		Name  string   `koanf:"name"`
-		When  string   `koanf:"when"`
-		Sinks []string `koanf:"sinks"`
-		Stop  bool     `koanf:"stop"`
-	} `koanf:"rules"`
-}
-
-func defaultFileConfig() fileConfig {
-	var fc fileConfig
-	fc.Server.Listen = ":8080"
-	fc.Server.AdminListen = "127.0.0.1:9090"
-	fc.Server.MaxBodyBytes = 1 << 20
-	fc.Server.ShutdownGrace = 20 * time.Second
-	fc.Server.IngestPriority = DefaultIngestPriority()
-	fc.Storage.Dir = "./data"
-	fc.Storage.Replicas = 1
-	fc.Storage.Sync = "always"
-	fc.Storage.DedupeWindow = 24 * time.Hour
-	fc.Storage.AckWait = 30 * time.Second
-	fc.Retry = DefaultRetry
-	return fc
+// defaultConfig is a Config holding every default that does not depend on
+// the file; the file is decoded over it.
+func defaultConfig() *Config {
+	return &Config{
+		Server: ServerConfig{
+			Listen:         ":8080",
+			AdminListen:    "127.0.0.1:9090",
+			MaxBodyBytes:   1 << 20,
+			ShutdownGrace:  20 * time.Second,
+			IngestPriority: DefaultIngestPriority(),
+		},
+		Storage: StorageConfig{
+			Dir:          "./data",
+			Replicas:     1,
+			Sync:         "always",
+			DedupeWindow: 24 * time.Hour,
+			AckWait:      30 * time.Second,
+		},
+		Retry: DefaultRetry(),
+	}
 }
 
 // LoadOptions adjusts LoadConfig for tests and tools.
@@ -184,8 +174,11 @@ type LoadOptions struct {
 
 // LoadConfig reads the YAML file at path, expands ${VAR} and ${VAR:-default}
 // in string values, applies RELAY_<PATH> environment overrides (levels
-// separated by "__"), fills defaults and validates everything. On failure the
-// error joins one problem per line, each starting with its config path
+// separated by "__"), decodes the result over the defaults, fills the
+// defaults that depend on other keys (source paths, sink concurrency and
+// retry policies), derives SyncAlways and SyncInterval from storage.sync,
+// compiles the rules and validates everything. On failure the error joins
+// one problem per line, each starting with its config path
 // ("rules[2].sinks[0]: unknown sink \"slak\""); it never contains a secret.
 func LoadConfig(path string, o LoadOptions) (*Config, error) {
 	environ := o.Environ
@@ -262,102 +255,23 @@ func expandAll(v any, lookup func(string) (string, bool)) any {
 	return v
 }
 
+// decodeConfig turns the loaded file into a Config, reporting every problem
+// at once: a value that fails to decode keeps its default and the rest is
+// validated anyway.
 func decodeConfig(k *koanf.Koanf, reg *sinks.Registry) (*Config, error) {
-	fc := defaultFileConfig()
-	var md mapstructure.Metadata
-	var errs []error
-	err := k.UnmarshalWithConf("", &fc, koanf.UnmarshalConf{
-		DecoderConfig: &mapstructure.DecoderConfig{
-			TagName:          "koanf",
-			Result:           &fc,
-			Metadata:         &md,
-			WeaklyTypedInput: true,
-			DecodeHook:       mapstructure.StringToTimeDurationHookFunc(),
-		},
-	})
-	errs = append(errs, decodeErrors(err)...)
-	sort.Strings(md.Unused)
-	for _, key := range md.Unused {
-		errs = append(errs, fmt.Errorf("%s: unknown key", configPath(key)))
+	cfg := defaultConfig()
+	blocks, errs := decodeFile(k.Raw(), cfg)
+	errs = append(errs, validateServer(cfg.Server)...)
+	if err := deriveSync(&cfg.Storage); err != nil {
+		errs = append(errs, err)
 	}
-	// Values that failed to decode keep their defaults: validate the rest
-	// anyway so that every problem is reported at once.
-
-	cfg := &Config{
-		Server: ServerConfig{
-			Listen:         fc.Server.Listen,
-			AdminListen:    fc.Server.AdminListen,
-			AdminToken:     sinks.Secret(fc.Server.AdminToken),
-			MaxBodyBytes:   fc.Server.MaxBodyBytes,
-			ShutdownGrace:  fc.Server.ShutdownGrace,
-			IngestPriority: fc.Server.IngestPriority,
-		},
-		Storage: StorageConfig{
-			Dir:          fc.Storage.Dir,
-			URL:          fc.Storage.URL,
-			Replicas:     fc.Storage.Replicas,
-			DedupeWindow: fc.Storage.DedupeWindow,
-			AckWait:      fc.Storage.AckWait,
-		},
-		Sources: make(map[string]SourceConfig, len(fc.Sources)),
-		Sinks:   make(map[string]SinkConfig, len(fc.Sinks)),
-		Retry:   fc.Retry,
-	}
-	errs = append(errs, validateServer(&cfg.Server)...)
-	errs = append(errs, validateStorage(&cfg.Storage, fc.Storage.Sync)...)
+	errs = append(errs, validateStorage(cfg.Storage)...)
 	errs = append(errs, validateRetry("retry", cfg.Retry)...)
-
-	if len(fc.Sources) == 0 {
-		errs = append(errs, errors.New("sources: at least one source required"))
-	}
-	paths := make(map[string]string)
-	for _, name := range sortedKeys(fc.Sources) {
-		if err := validateName(name); err != nil {
-			errs = append(errs, fmt.Errorf("sources.%s: %w", name, err))
-		}
-		s := fc.Sources[name]
-		src := SourceConfig{Path: s.Path, Tolerance: s.Tolerance}
-		if src.Path == "" {
-			src.Path = "/webhooks/" + name
-		}
-		if src.Tolerance == 0 {
-			src.Tolerance = 5 * time.Minute
-		}
-		p := "sources." + name
-		if !strings.HasPrefix(src.Path, "/") {
-			errs = append(errs, fmt.Errorf("%s.path: must start with \"/\"", p))
-		} else if other, dup := paths[src.Path]; dup {
-			errs = append(errs, fmt.Errorf("%s.path: %q is also the path of sources.%s", p, src.Path, other))
-		} else {
-			paths[src.Path] = name
-		}
-		if src.Tolerance < 0 {
-			errs = append(errs, fmt.Errorf("%s.tolerance: must be positive", p))
-		}
-		if len(s.Secrets) == 0 {
-			errs = append(errs, fmt.Errorf("%s.secrets: at least one secret required", p))
-		}
-		for i, sec := range s.Secrets {
-			if err := validateWebhookSecret(sec); err != nil {
-				errs = append(errs, fmt.Errorf("%s.secrets[%d]: %w", p, i, err))
-			}
-			src.Secrets = append(src.Secrets, sinks.Secret(sec))
-		}
-		cfg.Sources[name] = src
-	}
-
-	for _, name := range sortedKeys(fc.Sinks) {
-		if err := validateName(name); err != nil {
-			errs = append(errs, fmt.Errorf("sinks.%s: %w", name, err))
-		}
-		sc, sinkErrs := decodeSink(name, fc.Sinks[name], cfg.Retry, reg)
-		errs = append(errs, sinkErrs...)
-		cfg.Sinks[name] = sc
-	}
-
-	for _, r := range fc.Rules {
-		cfg.Rules = append(cfg.Rules, rules.Spec{Name: r.Name, When: r.When, Sinks: r.Sinks, Stop: r.Stop})
-	}
+	applySourceDefaults(cfg.Sources)
+	errs = append(errs, validateSources(cfg.Sources)...)
+	var sinkErrs []error
+	cfg.Sinks, sinkErrs = decodeSinks(blocks, cfg.Retry, reg)
+	errs = append(errs, sinkErrs...)
 	set, err := rules.Compile(cfg.Rules, func(s string) bool { _, ok := cfg.Sinks[s]; return ok })
 	if err != nil {
 		errs = append(errs, flatten(err)...)
@@ -367,6 +281,45 @@ func decodeConfig(k *koanf.Koanf, reg *sinks.Registry) (*Config, error) {
 		return nil, err
 	}
 	return cfg, nil
+}
+
+// decodeFile decodes the file's tree over cfg, except the sinks, whose blocks
+// it returns for decodeSinks: mapstructure leaves out a map entry whose value
+// fails to decode, and a sink with a bad value must still be checked and
+// known to the rules.
+func decodeFile(tree map[string]any, cfg *Config) (map[string]map[string]any, []error) {
+	top := struct {
+		*Config `koanf:",squash"`
+		Sinks   map[string]map[string]any `koanf:"sinks"`
+	}{Config: cfg}
+	errs := decode("", tree, &top, nil)
+	return top.Sinks, errs
+}
+
+// decode decodes in over out, which holds the defaults, and returns the
+// problems, each under the config path p: values that do not decode (they
+// keep their defaults), then keys out has no field for. match says whether
+// a key names a field; nil matches ignoring case.
+func decode(p string, in, out any, match func(key, field string) bool) []error {
+	var md mapstructure.Metadata
+	dec, err := mapstructure.NewDecoder(&mapstructure.DecoderConfig{
+		TagName:              "koanf",
+		IgnoreUntaggedFields: true,
+		MatchName:            match,
+		Result:               out,
+		Metadata:             &md,
+		WeaklyTypedInput:     true,
+		DecodeHook:           mapstructure.StringToTimeDurationHookFunc(),
+	})
+	if err != nil {
+		return []error{fmt.Errorf("config decoder: %w", err)}
+	}
+	errs := decodeErrors(p, dec.Decode(in))
+	sort.Strings(md.Unused)
+	for _, key := range md.Unused {
+		errs = append(errs, fmt.Errorf("%s: unknown key", joinPath(p, configPath(key))))
+	}
+	return errs
 }
 
 var namePattern = regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`)
@@ -398,7 +351,7 @@ func validateWebhookSecret(s string) error {
 	return nil
 }
 
-func validateServer(s *ServerConfig) []error {
+func validateServer(s ServerConfig) []error {
 	var errs []error
 	if s.Listen == "" {
 		errs = append(errs, errors.New("server.listen: required"))
@@ -421,18 +374,24 @@ func validateServer(s *ServerConfig) []error {
 	return errs
 }
 
-func validateStorage(s *StorageConfig, sync string) []error {
-	var errs []error
-	switch {
-	case sync == "always":
+// deriveSync sets SyncAlways and SyncInterval from Sync, or says why Sync is
+// invalid.
+func deriveSync(s *StorageConfig) error {
+	if s.Sync == "always" {
 		s.SyncAlways = true
-	default:
-		d, err := time.ParseDuration(sync)
-		if err != nil || d <= 0 {
-			errs = append(errs, errors.New(`storage.sync: invalid value (want "always" or an interval such as 1s)`))
-		}
-		s.SyncInterval = d
+		return nil
 	}
+	d, err := time.ParseDuration(s.Sync)
+	s.SyncInterval = d
+	if err != nil || d <= 0 {
+		return errors.New(`storage.sync: invalid value (want "always" or an interval such as 1s)`)
+	}
+	return nil
+}
+
+// validateStorage checks the storage keys; Sync is checked by deriveSync.
+func validateStorage(s StorageConfig) []error {
+	var errs []error
 	if s.URL == "" && s.Dir == "" {
 		errs = append(errs, errors.New("storage.dir: required unless storage.url is set"))
 	}
@@ -471,54 +430,134 @@ func validateRetry(p string, r RetryPolicy) []error {
 	return errs
 }
 
-// decodeSink splits a sink's block into the keys the relay owns (type,
-// concurrency, retry) and the options its constructor decodes.
-func decodeSink(name string, block map[string]any, defaults RetryPolicy, reg *sinks.Registry) (SinkConfig, []error) {
-	p := "sinks." + name
-	sc := SinkConfig{Retry: defaults, Options: make(map[string]any)}
-	var errs []error
-	for k, v := range block {
-		switch k {
-		case "type":
-			s, ok := v.(string)
-			if !ok {
-				errs = append(errs, fmt.Errorf("%s.type: must be a string", p))
-			}
-			sc.Type = s
-		case "concurrency":
-			n, err := strconv.Atoi(fmt.Sprint(v))
-			if err != nil || n < 1 {
-				errs = append(errs, fmt.Errorf("%s.concurrency: must be a whole number of at least 1", p))
-			}
-			sc.Concurrency = n
-		case "retry":
-			var md mapstructure.Metadata
-			dec, _ := mapstructure.NewDecoder(&mapstructure.DecoderConfig{
-				TagName: "koanf", Result: &sc.Retry, Metadata: &md,
-				WeaklyTypedInput: true, DecodeHook: mapstructure.StringToTimeDurationHookFunc(),
-			})
-			for _, e := range decodeErrors(dec.Decode(v)) {
-				errs = append(errs, fmt.Errorf("%s.retry%s", p, prefixDot(e.Error())))
-			}
-			for _, u := range md.Unused {
-				errs = append(errs, fmt.Errorf("%s.retry.%s: unknown key", p, u))
-			}
-			errs = append(errs, validateRetry(p+".retry", sc.Retry)...)
-		default:
-			sc.Options[k] = v
+// applySourceDefaults fills the path and tolerance of each source that does
+// not set them (or sets them to zero).
+func applySourceDefaults(sources map[string]SourceConfig) {
+	for name, src := range sources {
+		if src.Path == "" {
+			src.Path = "/webhooks/" + name
 		}
+		if src.Tolerance == 0 {
+			src.Tolerance = 5 * time.Minute
+		}
+		sources[name] = src
+	}
+}
+
+func validateSources(sources map[string]SourceConfig) []error {
+	var errs []error
+	if len(sources) == 0 {
+		errs = append(errs, errors.New("sources: at least one source required"))
+	}
+	paths := make(map[string]string)
+	for _, name := range sortedKeys(sources) {
+		if err := validateName(name); err != nil {
+			errs = append(errs, fmt.Errorf("sources.%s: %w", name, err))
+		}
+		src := sources[name]
+		p := "sources." + name
+		if !strings.HasPrefix(src.Path, "/") {
+			errs = append(errs, fmt.Errorf("%s.path: must start with \"/\"", p))
+		} else if other, dup := paths[src.Path]; dup {
+			errs = append(errs, fmt.Errorf("%s.path: %q is also the path of sources.%s", p, src.Path, other))
+		} else {
+			paths[src.Path] = name
+		}
+		if src.Tolerance < 0 {
+			errs = append(errs, fmt.Errorf("%s.tolerance: must be positive", p))
+		}
+		if len(src.Secrets) == 0 {
+			errs = append(errs, fmt.Errorf("%s.secrets: at least one secret required", p))
+		}
+		for i, sec := range src.Secrets {
+			if err := validateWebhookSecret(sec.Reveal()); err != nil {
+				errs = append(errs, fmt.Errorf("%s.secrets[%d]: %w", p, i, err))
+			}
+		}
+	}
+	return errs
+}
+
+// decodeSinks decodes and checks each sink's block; a sink's retry policy
+// starts from retry, the top-level one. With a registry, each sink's type
+// must be known and its options are checked by building it.
+func decodeSinks(blocks map[string]map[string]any, retry RetryPolicy, reg *sinks.Registry) (map[string]SinkConfig, []error) {
+	out := make(map[string]SinkConfig, len(blocks))
+	var errs []error
+	for _, name := range sortedKeys(blocks) {
+		if err := validateName(name); err != nil {
+			errs = append(errs, fmt.Errorf("sinks.%s: %w", name, err))
+		}
+		sc, sinkErrs := decodeSink(name, blocks[name], retry)
+		errs = append(errs, sinkErrs...)
+		if sc.Type != "" && reg != nil {
+			errs = append(errs, resolveSinkType(name, &sc, reg)...)
+		}
+		out[name] = sc
+	}
+	return out, errs
+}
+
+// decodeSink decodes one sink's block over its defaults and checks the keys
+// every sink has.
+func decodeSink(name string, block map[string]any, retry RetryPolicy) (SinkConfig, []error) {
+	p := "sinks." + name
+	block, errs := checkSinkKeys(p, block)
+	sc := SinkConfig{Retry: retry, Options: make(map[string]any)}
+	errs = append(errs, decode(p, block, &sc, matchSinkKey)...)
+	if _, own := block["retry"]; own {
+		errs = append(errs, validateRetry(p+".retry", sc.Retry)...)
 	}
 	if sc.Type == "" {
 		errs = append(errs, fmt.Errorf("%s.type: required", p))
-		return sc, errs
 	}
-	if reg == nil {
-		return sc, errs
+	return sc, errs
+}
+
+// matchSinkKey matches the keys of SinkConfig's own fields exactly: any
+// other key of a sink's block is an option, and "Type" is one. The keys of
+// its retry policy match ignoring case, as everywhere else in the file.
+func matchSinkKey(key, field string) bool {
+	switch field {
+	case "type", "concurrency", "retry":
+		return key == field
 	}
+	return strings.EqualFold(key, field)
+}
+
+// checkSinkKeys holds a sink's type and concurrency to rules stricter than
+// mapstructure's weak typing, which would read type: 5 as "5" and
+// concurrency: 2.5 as 2. It returns a copy of the block without the values
+// it rejects and with a valid concurrency as an int, and its problems.
+func checkSinkKeys(p string, block map[string]any) (map[string]any, []error) {
+	block = maps.Clone(block)
+	var errs []error
+	if v, ok := block["type"]; ok {
+		if _, ok := v.(string); !ok {
+			errs = append(errs, fmt.Errorf("%s.type: must be a string", p))
+			delete(block, "type")
+		}
+	}
+	if v, ok := block["concurrency"]; ok {
+		// A whole number, as an integer or written as one in decimal.
+		n, err := strconv.Atoi(fmt.Sprint(v))
+		if err != nil || n < 1 {
+			errs = append(errs, fmt.Errorf("%s.concurrency: must be a whole number of at least 1", p))
+			delete(block, "concurrency")
+		} else {
+			block["concurrency"] = n
+		}
+	}
+	return block, errs
+}
+
+// resolveSinkType looks the sink's type up in reg, fills its concurrency
+// default, and checks its options.
+func resolveSinkType(name string, sc *SinkConfig, reg *sinks.Registry) []error {
+	p := "sinks." + name
 	t, ok := reg.Lookup(sc.Type)
 	if !ok {
-		errs = append(errs, fmt.Errorf("%s.type: unknown sink type %q (known: %s)", p, sc.Type, strings.Join(reg.Names(), ", ")))
-		return sc, errs
+		return []error{fmt.Errorf("%s.type: unknown sink type %q (known: %s)", p, sc.Type, strings.Join(reg.Names(), ", "))}
 	}
 	if sc.Concurrency == 0 {
 		sc.Concurrency = t.Concurrency
@@ -526,12 +565,11 @@ func decodeSink(name string, block map[string]any, defaults RetryPolicy, reg *si
 	if sc.Concurrency == 0 {
 		sc.Concurrency = defaultSinkConcurrency
 	}
-	if err := validateSinkOptions(name, sc, t); err != nil {
-		for _, e := range flatten(err) {
-			errs = append(errs, fmt.Errorf("%s.%w", p, e))
-		}
+	var errs []error
+	for _, e := range flatten(validateSinkOptions(name, *sc, t)) {
+		errs = append(errs, fmt.Errorf("%s.%w", p, e))
 	}
-	return sc, errs
+	return errs
 }
 
 // validateSinkOptions builds the sink once to check its options, then
@@ -545,36 +583,38 @@ func validateSinkOptions(name string, sc SinkConfig, t sinks.Type) error {
 }
 
 // decodeErrors turns mapstructure's joined errors into "<path>: <problem>"
-// errors that never quote the offending value.
-func decodeErrors(err error) []error {
-	if err == nil {
-		return nil
-	}
+// errors, under the config path p, that never quote the offending value.
+func decodeErrors(p string, err error) []error {
 	var out []error
 	for _, e := range flatten(err) {
 		var de *mapstructure.DecodeError
 		if errors.As(e, &de) {
-			out = append(out, fmt.Errorf("%s: %s", configPath(de.Name()), sinks.DescribeValueError(de.Unwrap())))
+			out = append(out, fmt.Errorf("%s: %s", joinPath(p, configPath(de.Name())), sinks.DescribeValueError(de.Unwrap())))
 			continue
 		}
-		out = append(out, errors.New("config: "+sinks.DescribeValueError(e)))
+		where := p
+		if where == "" {
+			where = "config"
+		}
+		out = append(out, fmt.Errorf("%s: %s", where, sinks.DescribeValueError(e)))
 	}
 	return out
 }
 
 var mapKeyPattern = regexp.MustCompile(`\[([^\]0-9][^\]]*)\]`)
 
-// configPath turns mapstructure's "sources[recall].path" into the contract's
-// "sources.recall.path"; list indexes stay ("rules[2].when").
+// configPath turns mapstructure's "sources[recall].path" into the config
+// path "sources.recall.path"; list indexes stay ("rules[2].when").
 func configPath(name string) string {
 	return strings.TrimPrefix(mapKeyPattern.ReplaceAllString(name, ".$1"), ".")
 }
 
-func prefixDot(s string) string {
-	if strings.HasPrefix(s, "config: ") {
-		return ": " + strings.TrimPrefix(s, "config: ")
+// joinPath joins a config path and a path below it; either may be empty.
+func joinPath(p, below string) string {
+	if p == "" || below == "" {
+		return p + below
 	}
-	return "." + s
+	return p + "." + below
 }
 
 // flatten returns the leaves of a tree of joined errors.

@@ -49,7 +49,7 @@ func TestLoadConfigDefaults(t *testing.T) {
 	if got, want := cfg.Sinks["a"].Concurrency, defaultSinkConcurrency; got != want {
 		t.Errorf("sink concurrency: got %d, want %d", got, want)
 	}
-	if got, want := cfg.Sinks["a"].Retry, DefaultRetry; got != want {
+	if got, want := cfg.Sinks["a"].Retry, DefaultRetry(); got != want {
 		t.Errorf("sink retry: got %+v, want %+v", got, want)
 	}
 	if cfg.RuleSet == nil || cfg.RuleSet.Len() != 1 {
@@ -120,8 +120,33 @@ func TestLoadConfigEnvironment(t *testing.T) {
 	if got, want := cfg.Sinks["a"].Retry.MaxAttempts, 3; got != want {
 		t.Errorf("sink retry override: got %d, want %d", got, want)
 	}
-	if got, want := cfg.Sinks["a"].Retry.InitialInterval, DefaultRetry.InitialInterval; got != want {
+	if got, want := cfg.Sinks["a"].Retry.InitialInterval, DefaultRetry().InitialInterval; got != want {
 		t.Errorf("sink retry keeps the defaults it does not set: got %v, want %v", got, want)
+	}
+}
+
+// TestLoadConfigSinkRetry: a sink's retry block overrides the top-level
+// policy key by key, and the top-level policy overrides the defaults.
+func TestLoadConfigSinkRetry(t *testing.T) {
+	yaml := strings.Replace(validConfig, "    type: fake\n", "    type: fake\n    retry: {max_attempts: 4}\n  b:\n    type: fake\n", 1) +
+		"retry:\n  initial_interval: 3s\n  jitter: 0\n"
+	var tr testRegistry
+	cfg, err := LoadConfig(writeConfig(t, yaml), LoadOptions{Environ: []string{}, Registry: tr.registry()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	top := DefaultRetry()
+	top.InitialInterval, top.Jitter = 3*time.Second, 0
+	if got := cfg.Retry; got != top {
+		t.Errorf("retry: got %+v, want %+v", got, top)
+	}
+	if got := cfg.Sinks["b"].Retry; got != top {
+		t.Errorf("sink b retry: got %+v, want %+v", got, top)
+	}
+	own := top
+	own.MaxAttempts = 4
+	if got := cfg.Sinks["a"].Retry; got != own {
+		t.Errorf("sink a retry: got %+v, want %+v", got, own)
 	}
 }
 
@@ -237,6 +262,38 @@ func TestLoadConfigErrors(t *testing.T) {
 				"sinks.a.retry.backoff: unknown key",
 				"sinks.a.retry.max_attempts: must be at least 1",
 			},
+		},
+		{
+			name: "sink type and concurrency of the wrong kind",
+			edit: func(s string) string {
+				return strings.Replace(s, "    type: fake\n", "    type: fake\n    concurrency: 2.5\n  b:\n    type: 5\n", 1)
+			},
+			want: []string{
+				"sinks.a.concurrency: must be a whole number of at least 1",
+				"sinks.b.type: must be a string",
+				"sinks.b.type: required",
+			},
+		},
+		{
+			name: "a sink whose retry block does not decode is still a sink",
+			edit: func(s string) string {
+				return strings.Replace(s, "    type: fake\n", "    type: fake\n    retry: {max_age: forever}\n", 1)
+			},
+			want: []string{"sinks.a.retry.max_age: invalid duration (want Go syntax such as 250ms, 10s, 5m)"},
+		},
+		{
+			name: "a sink's own keys in another case are options",
+			edit: func(s string) string {
+				return strings.Replace(s, "    type: fake\n", "    type: fake\n    Concurrency: 3\n", 1)
+			},
+			want: []string{"sinks.a.Concurrency: unknown key"},
+		},
+		{
+			name: "derived fields are not keys",
+			edit: func(s string) string {
+				return strings.Replace(s, "  dir: ./data\n", "  dir: ./data\n  syncalways: true\n", 1) + "ruleset: 1\n"
+			},
+			want: []string{"ruleset: unknown key", "storage.syncalways: unknown key"},
 		},
 		{
 			name: "names that cannot be subjects",

@@ -98,7 +98,7 @@ func (e *engine) apply(ctx context.Context, cfg *Config, built map[string]sinks.
 			continue
 		}
 		e.log.Warn("found the queue of a sink the config no longer names; its deliveries will be dead-lettered", "sink", sink)
-		if err := e.startWorker(ctx, sink, &sinkRuntime{policy: DefaultRetry}, 1); err != nil {
+		if err := e.startWorker(ctx, sink, &sinkRuntime{policy: DefaultRetry()}, 1); err != nil {
 			errs = append(errs, err)
 			continue
 		}

@@ -11,16 +11,17 @@ import (
 	"github.com/expr-lang/expr/vm"
 )
 
-// Spec is one rule as configured.
+// Spec is one rule as configured; the tags name its keys in the relay's
+// config file.
 type Spec struct {
 	// Name identifies the rule; required and unique within a Set.
-	Name string
+	Name string `koanf:"name"`
 	// When is an expr-lang boolean expression over Env; required.
-	When string
+	When string `koanf:"when"`
 	// Sinks names the sinks a matching event is routed to; at least one.
-	Sinks []string
+	Sinks []string `koanf:"sinks"`
 	// Stop ends evaluation after this rule when it matches.
-	Stop bool
+	Stop bool `koanf:"stop"`
 }
 
 // rule is a compiled Spec.
