@@ -9,6 +9,7 @@ import (
 	"os"
 	"regexp"
 	"runtime"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -274,7 +275,7 @@ func decodeConfig(k *koanf.Koanf, reg *sinks.Registry) (*Config, error) {
 	errs = append(errs, sinkErrs...)
 	set, err := rules.Compile(cfg.Rules, func(s string) bool { _, ok := cfg.Sinks[s]; return ok })
 	if err != nil {
-		errs = append(errs, flatten(err)...)
+		errs = append(errs, Problems(err)...)
 	}
 	cfg.RuleSet = set
 	if err := errors.Join(errs...); err != nil {
@@ -450,7 +451,7 @@ func validateSources(sources map[string]SourceConfig) []error {
 		errs = append(errs, errors.New("sources: at least one source required"))
 	}
 	paths := make(map[string]string)
-	for _, name := range sortedKeys(sources) {
+	for _, name := range slices.Sorted(maps.Keys(sources)) {
 		if err := validateName(name); err != nil {
 			errs = append(errs, fmt.Errorf("sources.%s: %w", name, err))
 		}
@@ -484,7 +485,7 @@ func validateSources(sources map[string]SourceConfig) []error {
 func decodeSinks(blocks map[string]map[string]any, retry RetryPolicy, reg *sinks.Registry) (map[string]SinkConfig, []error) {
 	out := make(map[string]SinkConfig, len(blocks))
 	var errs []error
-	for _, name := range sortedKeys(blocks) {
+	for _, name := range slices.Sorted(maps.Keys(blocks)) {
 		if err := validateName(name); err != nil {
 			errs = append(errs, fmt.Errorf("sinks.%s: %w", name, err))
 		}
@@ -566,7 +567,7 @@ func resolveSinkType(name string, sc *SinkConfig, reg *sinks.Registry) []error {
 		sc.Concurrency = defaultSinkConcurrency
 	}
 	var errs []error
-	for _, e := range flatten(validateSinkOptions(name, *sc, t)) {
+	for _, e := range Problems(validateSinkOptions(name, *sc, t)) {
 		errs = append(errs, fmt.Errorf("%s.%w", p, e))
 	}
 	return errs
@@ -586,7 +587,7 @@ func validateSinkOptions(name string, sc SinkConfig, t sinks.Type) error {
 // errors, under the config path p, that never quote the offending value.
 func decodeErrors(p string, err error) []error {
 	var out []error
-	for _, e := range flatten(err) {
+	for _, e := range Problems(err) {
 		var de *mapstructure.DecodeError
 		if errors.As(e, &de) {
 			out = append(out, fmt.Errorf("%s: %s", joinPath(p, configPath(de.Name())), sinks.DescribeValueError(de.Unwrap())))
@@ -617,26 +618,19 @@ func joinPath(p, below string) string {
 	return p + "." + below
 }
 
-// flatten returns the leaves of a tree of joined errors.
-func flatten(err error) []error {
+// Problems returns the leaves of a tree of joined errors (errors.Join),
+// in order: the problems of a config error, one per line. A nil error has
+// none.
+func Problems(err error) []error {
 	if err == nil {
 		return nil
 	}
 	if j, ok := err.(interface{ Unwrap() []error }); ok {
 		var out []error
 		for _, e := range j.Unwrap() {
-			out = append(out, flatten(e)...)
+			out = append(out, Problems(e)...)
 		}
 		return out
 	}
 	return []error{err}
-}
-
-func sortedKeys[V any](m map[string]V) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	return keys
 }

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net/http"
 	"slices"
 	"strings"
@@ -531,7 +532,7 @@ func TestRouteFiltersMatchEventSubjects(t *testing.T) {
 		{route("s0", "s1", "s2", "s3", "s4", "s5", "s6", "s7", "s8"), "relay.events.recall"},
 	}
 	for _, tt := range tests {
-		got := eventSubject("recall", sortedKeys(tt.route))
+		got := eventSubject("recall", slices.Sorted(maps.Keys(tt.route)))
 		if got != tt.subj {
 			t.Errorf("eventSubject(%v) = %s, want %s", tt.route, got, tt.subj)
 		}

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -90,7 +91,7 @@ func CloseSinks(built map[string]sinks.Sink) { closeSinks(built) }
 func DryRun(cfg *Config, built map[string]sinks.Sink, source string, body []byte) (DryRunResult, error) {
 	res := DryRunResult{Rules: []string{}, Deliveries: []DryRunDelivery{}}
 	if source == "" {
-		if names := sortedKeys(cfg.Sources); len(names) > 0 {
+		if names := slices.Sorted(maps.Keys(cfg.Sources)); len(names) > 0 {
 			source = names[0]
 		}
 	} else if _, ok := cfg.Sources[source]; !ok {
@@ -366,7 +367,7 @@ func applyOverrides(body []byte, set map[string]any) ([]byte, error) {
 	if err := dec.Decode(&root); err != nil || root == nil {
 		return nil, errors.New("event is not a JSON object")
 	}
-	for _, path := range sortedKeys(set) {
+	for _, path := range slices.Sorted(maps.Keys(set)) {
 		if err := setPath(root, path, set[path]); err != nil {
 			return nil, fmt.Errorf("%s: %w", path, err)
 		}

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
+	"slices"
 	"sync"
 	"time"
 
@@ -56,7 +58,7 @@ func (e *engine) apply(ctx context.Context, cfg *Config, built map[string]sinks.
 		return errors.New("delivery engine stopped")
 	}
 	var errs []error
-	for _, name := range sortedKeys(cfg.Sinks) {
+	for _, name := range slices.Sorted(maps.Keys(cfg.Sinks)) {
 		sc := cfg.Sinks[name]
 		rt := &sinkRuntime{sink: built[name], policy: sc.Retry}
 		if w, ok := e.workers[name]; ok {

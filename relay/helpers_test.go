@@ -72,7 +72,7 @@ func writeConfig(t *testing.T, yaml string) string {
 
 func errorLines(err error) []string {
 	var out []string
-	for _, e := range flatten(err) {
+	for _, e := range Problems(err) {
 		out = append(out, e.Error())
 	}
 	return out

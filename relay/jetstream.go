@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"os"
 	"slices"
 	"strings"
@@ -272,7 +273,7 @@ func (s *jsStore) Append(ctx context.Context, e Event) (bool, error) {
 	// rather than through Header.Set, which canonicalises each key.
 	// The source and the sender's id travel in the JetStream message id
 	// (see eventIdentity); parsePubAck checks which stream stored it.
-	sinks := sortedKeys(e.Route)
+	sinks := slices.Sorted(maps.Keys(e.Route))
 	m := &nats.Msg{Subject: eventSubject(e.Source, sinks), Data: e.Body, Header: make(nats.Header, 4)}
 	m.Header[jetstream.MsgIDHeader] = []string{e.Source + ":" + e.MsgID}
 	m.Header[hdrReceivedAt] = []string{e.ReceivedAt.UTC().Format(time.RFC3339Nano)}

@@ -2,7 +2,9 @@ package relay
 
 import (
 	"encoding/json"
+	"maps"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 	"unicode/utf8"
@@ -23,7 +25,7 @@ func TestRouteRoundTrip(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			want, _ := json.Marshal(tt.route)
-			got := encodeRoute(tt.route, sortedKeys(tt.route))
+			got := encodeRoute(tt.route, slices.Sorted(maps.Keys(tt.route)))
 			if got != string(want) {
 				t.Fatalf("encodeRoute = %s, want %s (encoding/json)", got, want)
 			}
@@ -86,7 +88,7 @@ func FuzzRoute(f *testing.F) {
 			route[sink] = strings.Split(rules, ",")
 		}
 		want, _ := json.Marshal(route)
-		if got := encodeRoute(route, sortedKeys(route)); got != string(want) {
+		if got := encodeRoute(route, slices.Sorted(maps.Keys(route))); got != string(want) {
 			t.Fatalf("encodeRoute(%#v) = %s, encoding/json %s", route, got, want)
 		}
 		// Invalid UTF-8 does not survive encoding/json either.

@@ -9,8 +9,10 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net"
 	"net/http"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -169,7 +171,7 @@ func (s *Server) Reload(ctx context.Context) error {
 	}
 	if err != nil {
 		s.metrics.ConfigReloadOK.Set(0)
-		for _, e := range flatten(err) {
+		for _, e := range Problems(err) {
 			s.log.Error("config reload failed; keeping the running config", "err", e)
 		}
 		return err
@@ -257,7 +259,7 @@ func (s *Server) stop(ctx context.Context) error {
 // already built.
 func buildSinks(cfg *Config, reg *sinks.Registry) (map[string]sinks.Sink, error) {
 	built := make(map[string]sinks.Sink, len(cfg.Sinks))
-	for _, name := range sortedKeys(cfg.Sinks) {
+	for _, name := range slices.Sorted(maps.Keys(cfg.Sinks)) {
 		sc := cfg.Sinks[name]
 		t, ok := reg.Lookup(sc.Type)
 		if !ok {

@@ -4,10 +4,11 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
 	"reflect"
-	"sort"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -50,7 +51,7 @@ func loadEnv(t *testing.T, path string) *Env {
 func checkRef(t *testing.T, name string, ref map[string]any, wantID string) {
 	t.Helper()
 	if len(ref) != 2 {
-		t.Errorf("%s: got keys %v, want exactly [id metadata]", name, sortedKeys(ref))
+		t.Errorf("%s: got keys %v, want exactly [id metadata]", name, slices.Sorted(maps.Keys(ref)))
 	}
 	id, ok := ref["id"].(string)
 	if !ok || id != wantID {
@@ -91,16 +92,6 @@ func checkEnv(t *testing.T, env *Env, w envWant) {
 	if env.Payload == nil {
 		t.Errorf("payload: got nil, want the decoded body")
 	}
-}
-
-// sortedKeys returns m's keys sorted.
-func sortedKeys(m map[string]any) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	return keys
 }
 
 func TestNewEnvExamples(t *testing.T) {
@@ -384,7 +375,7 @@ func TestEnvData(t *testing.T) {
 	env := loadEnv(t, filepath.Join(examplesDir, "transcript.failed.zoom_captions_failure.json"))
 	data := env.Data()
 	wantKeys := []string{"bot", "code", "event", "media", "msg_id", "object", "payload", "received_at", "recording", "source", "status", "sub_code", "sub_code_reason", "sub_code_severity", "updated_at"}
-	if got := sortedKeys(data); !reflect.DeepEqual(got, wantKeys) {
+	if got := slices.Sorted(maps.Keys(data)); !reflect.DeepEqual(got, wantKeys) {
 		t.Errorf("keys: got %v, want %v", got, wantKeys)
 	}
 	tests := []struct {

@@ -107,8 +107,8 @@ func (r report) writeJSON(w io.Writer) error {
 	return json.NewEncoder(w).Encode(r)
 }
 
-// sortedKeys returns the keys of m with numeric status codes first, in order.
-func sortedKeys(m map[string]int64) []string {
+// codesFirst returns the keys of m with numeric status codes first, in order.
+func codesFirst(m map[string]int64) []string {
 	keys := make([]string, 0, len(m))
 	for k := range m {
 		keys = append(keys, k)
@@ -143,11 +143,11 @@ func (r report) writeText(w io.Writer) error {
 		fmt.Fprintf(&b, "missed:      %d (due but not sent before the duration ended)\n", r.Missed)
 	}
 	parts := make([]string, 0, len(r.Statuses))
-	for _, k := range sortedKeys(r.Statuses) {
+	for _, k := range codesFirst(r.Statuses) {
 		parts = append(parts, fmt.Sprintf("%s=%d", k, r.Statuses[k]))
 	}
 	fmt.Fprintf(&b, "status:      %s\n", strings.Join(parts, " "))
-	for _, k := range sortedKeys(r.Errors) {
+	for _, k := range codesFirst(r.Errors) {
 		fmt.Fprintf(&b, "  error x%d: %s\n", r.Errors[k], k)
 	}
 	fmt.Fprintf(&b, "wall:        %.3fs\n", r.WallSeconds)

@@ -5,8 +5,9 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
 	"os"
-	"sort"
+	"slices"
 	"strings"
 
 	"github.com/spf13/cobra"
@@ -64,7 +65,7 @@ Dry runs use a fixed message id (` + relay.DryRunMsgID + `) and receive time
 				return errFailed
 			}
 			if _, ok := cfg.Sources[source]; source != "" && !ok {
-				return usageErr("--source: unknown source %q (configured: %s)", source, strings.Join(sortedNames(cfg.Sources), ", "))
+				return usageErr("--source: unknown source %q (configured: %s)", source, strings.Join(slices.Sorted(maps.Keys(cfg.Sources)), ", "))
 			}
 			built, err := relay.BuildSinks(cfg, reg)
 			if err != nil {
@@ -203,7 +204,7 @@ func renderPreview(p sinks.Preview) string {
 	if p.Request != "" {
 		b.WriteString(p.Request + "\n")
 	}
-	for _, k := range slicesSorted(p.Headers) {
+	for _, k := range slices.Sorted(maps.Keys(p.Headers)) {
 		fmt.Fprintf(&b, "%s: %s\n", k, p.Headers[k])
 	}
 	if b.Len() > 0 {
@@ -247,22 +248,4 @@ func writeJSON(w io.Writer, v any) error {
 		return &exitError{code: 1, err: fmt.Errorf("encode json: %w", err)}
 	}
 	return nil
-}
-
-func slicesSorted(m map[string]string) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	return keys
-}
-
-func sortedNames[V any](m map[string]V) []string {
-	names := make([]string, 0, len(m))
-	for k := range m {
-		names = append(names, k)
-	}
-	sort.Strings(names)
-	return names
 }

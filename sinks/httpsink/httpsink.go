@@ -20,9 +20,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
 	"net/url"
-	"sort"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -122,7 +123,7 @@ func New(name string, options map[string]any, env sinks.Env) (sinks.Sink, error)
 	}
 
 	s.headers = make(http.Header)
-	for _, k := range sortedKeys(o.Headers) {
+	for _, k := range slices.Sorted(maps.Keys(o.Headers)) {
 		switch {
 		case !validToken(k):
 			errs = append(errs, fmt.Errorf("headers: invalid header name %q", k))
@@ -306,13 +307,4 @@ func validToken(s string) bool {
 		}
 	}
 	return true
-}
-
-func sortedKeys(m map[string]string) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	return keys
 }
