@@ -10,8 +10,8 @@ import (
 	"strings"
 	"sync"
 	"testing"
-	"time"
 
+	"github.com/relay-dev/relay/relay/relaytest"
 	"github.com/relay-dev/relay/sinks"
 )
 
@@ -99,25 +99,8 @@ func (w tWriter) Write(p []byte) (int, error) {
 
 func strconvU(n uint64) string { return strconv.FormatUint(n, 10) }
 
-// eventually polls cond until it holds, failing the test after timeout
-// with "timed out after <timeout> waiting for <what>".
-func eventually(t testing.TB, timeout time.Duration, what string, cond func() bool) {
-	t.Helper()
-	if !poll(timeout, cond) {
-		t.Fatalf("timed out after %s waiting for %s", timeout, what)
-	}
-}
-
-// poll calls cond every 20ms until it holds or timeout has passed, and
-// reports whether it held: for a wait whose failure message needs the state
-// cond last saw (use eventually otherwise).
-func poll(timeout time.Duration, cond func() bool) bool {
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			return false
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	return true
-}
+// eventually and poll are relaytest's, named as the tests call them.
+var (
+	eventually = relaytest.Eventually
+	poll       = relaytest.Poll
+)

@@ -13,6 +13,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/relay-dev/relay/relay/relaytest"
 )
 
 // Tests in this file run the real binaries, built once per test run.
@@ -65,22 +67,7 @@ type relayProcess struct {
 	logs   *lockedBuffer
 }
 
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
+type lockedBuffer = relaytest.LockedBuffer
 
 // startRelay runs `relay serve -c config` in dir with env added to the
 // environment, with both listeners on free loopback ports, and waits for its
@@ -163,28 +150,11 @@ func (p *relayProcess) kill() {
 	<-p.done
 }
 
-// eventually polls cond until it holds, failing the test after timeout
-// with "timed out after <timeout> waiting for <what>".
-func eventually(t testing.TB, timeout time.Duration, what string, cond func() bool) {
-	t.Helper()
-	if !poll(timeout, cond) {
-		t.Fatalf("timed out after %s waiting for %s", timeout, what)
-	}
-}
-
-// poll calls cond every 50ms until it holds or timeout has passed, and
-// reports whether it held: for a wait whose failure message needs the state
-// cond last saw (use eventually otherwise).
-func poll(timeout time.Duration, cond func() bool) bool {
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			return false
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	return true
-}
+// eventually and poll are relaytest's, named as the tests call them.
+var (
+	eventually = relaytest.Eventually
+	poll       = relaytest.Poll
+)
 
 // TestServeSendSIGTERM runs the quick-start config as a newcomer would: serve,
 // send a sample with `relay send`, see it archived, stop with SIGTERM.

@@ -1,33 +1,15 @@
 package pump
 
 import (
-	"bytes"
 	"errors"
-	"sync"
 	"testing"
 	"testing/synctest"
+
+	"github.com/relay-dev/relay/relay/relaytest"
 )
 
-// lockedBuffer is a bytes.Buffer safe for the goroutine and the test.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
 func TestCloseHandsOverThenRefuses(t *testing.T) {
-	var out lockedBuffer
+	var out relaytest.LockedBuffer
 	w := New(&out, 4)
 	for _, s := range []string{"ab", "cd", "efgh", "ij"} {
 		if _, err := w.Write([]byte(s)); err != nil {
