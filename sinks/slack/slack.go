@@ -6,7 +6,8 @@
 // message.go): a header with the event, the sub-code with its reason and the
 // bot, recording and media ids, their metadata, and a context line with the
 // message id, source and rules. A template option replaces it with plain
-// text. Sends are paced
+// text. Event data is escaped for mrkdwn in both, so that it cannot ping a
+// channel, mention someone or make a link. Sends are paced
 // by a token bucket (rate, default one message a second): Send waits its
 // turn, which is pacing, not retrying.
 //
@@ -59,7 +60,10 @@ type Options struct {
 	// https://slack.com/api/. A missing trailing slash is added.
 	APIURL string `yaml:"api_url"`
 	// Template, when set, is a Go text/template over the delivery's Data
-	// whose output is the message text (no blocks).
+	// whose output is the message text (no blocks). Every value it prints
+	// is escaped for mrkdwn (&, < and > become &amp;, &lt; and &gt;), so
+	// event data cannot mention, ping or link; the template's own text is
+	// not, and {{ raw .x }} prints a value as it is.
 	Template string `yaml:"template"`
 	// Rate paces messages ("1/s", "20/m"); default "1/s"; "" for no limit.
 	Rate string `yaml:"rate"`
@@ -143,7 +147,7 @@ func New(name string, options map[string]any, env sinks.Env) (sinks.Sink, error)
 	}
 
 	if o.Template != "" {
-		t, err := sinks.ParseTemplate(name, o.Template)
+		t, err := sinks.ParseTemplate(name, o.Template, sinks.Escape(escape))
 		if err != nil {
 			errs = append(errs, fmt.Errorf("template: %w", err))
 		}
