@@ -2,7 +2,10 @@
 // "http").
 //
 // By default the request body is the event's original body, byte for byte,
-// sent as application/json; a body_template replaces it. Every request
+// sent as application/json; a body_template replaces it. A rendered body
+// sent as JSON (application/json, the default, or any +json type) must be
+// valid JSON: one that is not fails the delivery permanently rather than
+// send a malformed request. Every request
 // carries Idempotency-Key (the svix message id) and User-Agent (from the
 // sinks.Env the sink was built with); with a signing_secret it is also
 // signed the Standard Webhooks / Svix way (webhook-id, webhook-timestamp,
@@ -17,9 +20,11 @@ package httpsink
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"mime"
 	"net/http"
 	"net/url"
 	"sort"
@@ -56,7 +61,10 @@ type Options struct {
 	// Timeout bounds one request, response body included; default 10s.
 	Timeout time.Duration `yaml:"timeout"`
 	// BodyTemplate, when set, is a Go text/template over the delivery's Data
-	// whose output is the request body (see sinks.ParseTemplate).
+	// whose output is the request body (see sinks.ParseTemplate); values
+	// are not escaped, so put strings in with {{ json .x }}. When the body
+	// is sent as JSON, a rendered body that is not valid JSON is a
+	// permanent error.
 	BodyTemplate string `yaml:"body_template"`
 	// SigningSecret, when set, is a Svix signing secret ("whsec_" + base64)
 	// used to sign each request.
@@ -71,6 +79,7 @@ type Sink struct {
 	headers http.Header // config headers
 	secrets []string    // header values and URL credentials, for sinks.Redact
 	tmpl    *sinks.Template
+	isJSON  bool // the body is sent as JSON: check what tmpl renders
 	signer  *svix.Webhook
 	client  *http.Client
 
@@ -148,6 +157,11 @@ func New(name string, options map[string]any, env sinks.Env) (sinks.Sink, error)
 		if s.tmpl, err = sinks.ParseTemplate(name, o.BodyTemplate); err != nil {
 			errs = append(errs, fmt.Errorf("body_template: %w", err))
 		}
+		contentType := defaultContentType
+		if v := s.headers.Get("Content-Type"); v != "" {
+			contentType = v
+		}
+		s.isJSON = isJSONType(contentType)
 	}
 
 	if o.SigningSecret != "" {
@@ -224,7 +238,7 @@ func (s *Sink) request(ctx context.Context, d sinks.Delivery, now time.Time) (*h
 		return nil, sinks.Permanent(errors.New("build request: invalid method or url"))
 	}
 	req.Header = make(http.Header, len(s.headers)+6)
-	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Content-Type", defaultContentType)
 	req.Header.Set("User-Agent", s.userAgent)
 	for k, v := range s.headers {
 		req.Header[k] = v
@@ -252,7 +266,39 @@ func (s *Sink) body(d sinks.Delivery) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
+	if s.isJSON {
+		if err := checkJSON([]byte(out)); err != nil {
+			return nil, err
+		}
+	}
 	return []byte(out), nil
+}
+
+// defaultContentType is the Content-Type of a request whose config sets none.
+const defaultContentType = "application/json"
+
+// isJSONType reports whether a Content-Type value announces JSON:
+// application/json or a structured +json type, parameters ignored.
+func isJSONType(contentType string) bool {
+	mt, _, err := mime.ParseMediaType(contentType)
+	if err != nil {
+		return false
+	}
+	return mt == "application/json" || strings.HasSuffix(mt, "+json")
+}
+
+// checkJSON returns a permanent error, naming the problem and its byte
+// offset, when a rendered body is not valid JSON: the same data would
+// render the same body again.
+func checkJSON(body []byte) error {
+	if json.Valid(body) {
+		return nil
+	}
+	var se *json.SyntaxError
+	if err := json.Unmarshal(body, new(any)); errors.As(err, &se) {
+		return sinks.Permanent(fmt.Errorf("body_template: rendered body is not valid JSON: %v (offset %d)", se, se.Offset))
+	}
+	return sinks.Permanent(errors.New("body_template: rendered body is not valid JSON"))
 }
 
 // RawOnly reports that the sink reads Delivery.Data only to render a

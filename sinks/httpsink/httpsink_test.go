@@ -5,12 +5,14 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/base64"
+	"encoding/json"
 	"errors"
 	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"reflect"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -447,6 +449,83 @@ func TestSendTemplate(t *testing.T) {
 	err := bad.Send(context.Background(), delivery(`{}`))
 	if !sinks.IsPermanent(err) {
 		t.Errorf("Send with failing template = %v, want permanent", err)
+	}
+}
+
+func TestSendTemplateInvalidJSON(t *testing.T) {
+	tests := []struct {
+		name        string
+		tmpl        string
+		contentType string // "" for the default
+		want        string // "" when the body is sent
+	}{
+		{name: "unquoted string", tmpl: `{"sub_code": {{ .sub_code }}}`, want: "body_template: rendered body is not valid JSON: invalid character 'z' looking for beginning of value (offset 14)"},
+		{name: "trailing comma", tmpl: `{"a": 1,}`, want: "body_template: rendered body is not valid JSON: invalid character '}' looking for beginning of object key string (offset 9)"},
+		{name: "two values", tmpl: `{} {}`, want: "body_template: rendered body is not valid JSON: invalid character '{' after top-level value (offset 4)"},
+		{name: "empty", tmpl: `{{ if false }}x{{ end }}`, want: "body_template: rendered body is not valid JSON: unexpected end of JSON input (offset 0)"},
+		{name: "json with charset", tmpl: `{"event": {{ .event }}}`, contentType: "application/json; charset=utf-8", want: "body_template: rendered body is not valid JSON: "},
+		{name: "+json type", tmpl: `{"event": {{ .event }}}`, contentType: "application/vnd.api+json", want: "body_template: rendered body is not valid JSON: "},
+		{name: "text is not checked", tmpl: `event {{ .event }}`, contentType: "text/plain"},
+		{name: "valid", tmpl: `{"event": {{ json .event }}, "n": [1, 2.5, null]}`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			srv := newRecorder(t, nil)
+			opts := map[string]any{"url": srv.URL, "body_template": tt.tmpl}
+			if tt.contentType != "" {
+				opts["headers"] = map[string]any{"Content-Type": tt.contentType}
+			}
+			s := newSink(t, opts)
+			err := s.Send(context.Background(), delivery(`{}`))
+			_, perr := s.Preview(delivery(`{}`))
+			if tt.want == "" {
+				if err != nil || perr != nil || len(srv.got()) != 1 {
+					t.Fatalf("Send = %v, Preview = %v, %d requests; want the body sent", err, perr, len(srv.got()))
+				}
+				return
+			}
+			if !sinks.IsPermanent(err) || !strings.HasPrefix(err.Error(), tt.want) {
+				t.Errorf("Send = %v, want permanent %q", err, tt.want)
+			}
+			if n := len(srv.got()); n != 0 {
+				t.Errorf("%d requests sent, want none", n)
+			}
+			if perr == nil || perr.Error() != err.Error() {
+				t.Errorf("Preview = %v, want Send's error", perr)
+			}
+		})
+	}
+}
+
+// TestSendTemplateJSONValues checks that {{ json ... }} makes valid JSON of
+// any value: quotes, newlines, markup and nested metadata.
+func TestSendTemplateJSONValues(t *testing.T) {
+	srv := newRecorder(t, nil)
+	s := newSink(t, map[string]any{
+		"url":           srv.URL,
+		"body_template": `{"metadata": {{ json .recording.metadata }}, "name": {{ json .recording.metadata.name }}, "n": {{ json .n }}}`,
+	})
+	metadata := map[string]any{
+		"name":   "say \"hi\"\n\tand <b>bye</b> & \\ \u2028",
+		"nested": map[string]any{"list": []any{1.5, nil, true, "x\"y"}},
+		"empty":  "",
+	}
+	d := delivery(`{}`)
+	d.Data["recording"] = map[string]any{"id": "r1", "metadata": metadata}
+	d.Data["n"] = 3.25
+	if err := s.Send(context.Background(), d); err != nil {
+		t.Fatalf("Send: %v", err)
+	}
+	var got struct {
+		Metadata map[string]any `json:"metadata"`
+		Name     string         `json:"name"`
+		N        float64        `json:"n"`
+	}
+	if err := json.Unmarshal(srv.got()[0].body, &got); err != nil {
+		t.Fatalf("body %s: %v", srv.got()[0].body, err)
+	}
+	if !reflect.DeepEqual(got.Metadata, metadata) || got.Name != metadata["name"] || got.N != 3.25 {
+		t.Errorf("body decodes to %+v, want the metadata back", got)
 	}
 }
 
