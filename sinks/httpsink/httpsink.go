@@ -13,8 +13,12 @@
 //
 // One Send is one request. Redirects are not followed. A 2xx response is a
 // delivery; 408, 425, 429, 5xx and network failures are retryable (honouring
-// Retry-After); every other status is permanent. The URL's credentials,
-// header values and the signing secret never appear in errors.
+// Retry-After); every other status is permanent. Errors, and so dead-letter
+// reasons and logs, name the destination by its scheme and host only: the
+// URL's path and query (which often hold a token, as in
+// https://hooks.example/T000/B000/XXXX or ?token=...) and its credentials,
+// header values and the signing secret never appear in them, nor in the
+// preview `relay test` shows.
 package httpsink
 
 import (
@@ -49,8 +53,8 @@ var (
 // Options are the sink's config keys.
 type Options struct {
 	// URL is the endpoint, http or https; required. It may carry credentials
-	// (https://user:pass@host), which are sent as basic auth and redacted in
-	// errors.
+	// (https://user:pass@host), which are sent as basic auth. Only its scheme
+	// and host are ever shown (see sinks.RedactURL).
 	URL string `yaml:"url"`
 	// Method is the request method; default POST.
 	Method string `yaml:"method"`
@@ -74,10 +78,10 @@ type Options struct {
 // Sink is an HTTP sink. Safe for concurrent use.
 type Sink struct {
 	url     *url.URL
-	safeURL string // url for messages: credentials and query redacted
+	safeURL string // url for messages: credentials, path and query redacted
 	method  string
 	headers http.Header // config headers
-	secrets []string    // header values and URL credentials, for sinks.Redact
+	secrets []string    // header values and URL parts, for sinks.Redact
 	tmpl    *sinks.Template
 	isJSON  bool // the body is sent as JSON: check what tmpl renders
 	signer  *svix.Webhook
@@ -114,15 +118,7 @@ func New(name string, options map[string]any, env sinks.Env) (sinks.Sink, error)
 	default:
 		s.url = u
 		s.safeURL = sinks.RedactURL(u)
-		if u.User != nil {
-			s.secrets = append(s.secrets, u.User.Username())
-			if p, ok := u.User.Password(); ok {
-				s.secrets = append(s.secrets, p)
-			}
-		}
-		if u.RawQuery != "" {
-			s.secrets = append(s.secrets, u.RawQuery)
-		}
+		s.secrets = append(s.secrets, sinks.URLSecrets(u)...)
 	}
 
 	s.method = strings.ToUpper(strings.TrimSpace(o.Method))
@@ -305,9 +301,9 @@ func checkJSON(body []byte) error {
 // body_template.
 func (s *Sink) RawOnly() bool { return s.tmpl == nil }
 
-// Preview shows the request Send would make for d: the URL's credentials
-// and query hidden, the values of configured headers and of the signature
-// redacted.
+// Preview shows the request Send would make for d: the URL's credentials,
+// path and query hidden, the values of configured headers and of the
+// signature redacted.
 func (s *Sink) Preview(d sinks.Delivery) (sinks.Preview, error) {
 	req, err := s.request(context.Background(), d, s.now())
 	if err != nil {

@@ -277,7 +277,7 @@ func TestSendNetworkFailures(t *testing.T) {
 		if !errors.As(err, &opErr) {
 			t.Errorf("Send = %v, want a *net.OpError inside", err)
 		}
-		if !strings.Contains(err.Error(), "http://xxxxx@"+addr+"/hook?[redacted]") {
+		if !strings.Contains(err.Error(), "http://xxxxx@"+addr+"/[redacted]?[redacted]") {
 			t.Errorf("Send = %q, want the redacted URL", err)
 		}
 		assertNoSecrets(t, err, secretPass, "user:")
@@ -569,6 +569,74 @@ func TestErrorsNeverShowCredentials(t *testing.T) {
 	}
 }
 
+// TestErrorsNeverShowURLPath sends to a URL whose path and query are the
+// credential, as webhook URLs are, and fails in every way a send can: no
+// error text, and so no dead-letter reason or log line, may show them.
+func TestErrorsNeverShowURLPath(t *testing.T) {
+	const (
+		secretPath  = "/T0000000/B0000000/XXXXsecretPathXXXX"
+		secretQuery = "token=s3cr3t-query-value&sig=0123456789abcdef"
+	)
+	secrets := []string{secretPath, "T0000000/B0000000", "XXXXsecretPathXXXX", secretQuery, "s3cr3t-query-value", "0123456789abcdef"}
+	// echo answers with status and quotes the whole request URL back, as
+	// some servers do in their error pages.
+	echo := func(status int) http.HandlerFunc {
+		return func(w http.ResponseWriter, r *http.Request) {
+			w.WriteHeader(status)
+			_, _ = io.WriteString(w, "no route for "+r.URL.String()+" (path "+r.URL.Path+", segment "+strings.TrimPrefix(r.URL.Path, "/")+", query "+r.URL.RawQuery+")")
+		}
+	}
+	refused := func(t *testing.T) string {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		addr := ln.Addr().String()
+		ln.Close()
+		return "http://" + addr
+	}
+	tests := []struct {
+		name      string
+		base      func(t *testing.T) string
+		timeout   string
+		permanent bool
+	}{
+		{name: "connection refused", base: refused},
+		{name: "500", base: func(t *testing.T) string { return newRecorder(t, echo(500)).URL }},
+		{name: "400", base: func(t *testing.T) string { return newRecorder(t, echo(400)).URL }, permanent: true},
+		{name: "404", base: func(t *testing.T) string { return newRecorder(t, echo(404)).URL }, permanent: true},
+		{name: "timeout", timeout: "50ms", base: func(t *testing.T) string {
+			return newRecorder(t, func(w http.ResponseWriter, r *http.Request) { <-r.Context().Done() }).URL
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			base := tt.base(t)
+			opts := map[string]any{"url": base + secretPath + "?" + secretQuery}
+			if tt.timeout != "" {
+				opts["timeout"] = tt.timeout
+			}
+			s := newSink(t, opts)
+			err := s.Send(context.Background(), delivery(`{}`))
+			if err == nil || sinks.IsPermanent(err) != tt.permanent {
+				t.Fatalf("Send = %v, want permanent %v", err, tt.permanent)
+			}
+			if want := "post " + base + "/[redacted]?[redacted]: "; !strings.HasPrefix(err.Error(), want) {
+				t.Errorf("Send = %q, want it to start with %q", err, want)
+			}
+			assertNoSecrets(t, err, secrets...)
+
+			p, err := s.Preview(delivery(`{}`))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if want := "POST " + base + "/[redacted]?[redacted]"; p.Request != want {
+				t.Errorf("preview request = %q, want %q", p.Request, want)
+			}
+		})
+	}
+}
+
 func TestPreview(t *testing.T) {
 	s := newSink(t, map[string]any{"url": "https://user:" + secretPass + "@example.com/in?t=1", "headers": map[string]any{"Authorization": secretHeader}})
 	body := `{"event":"bot.done"}`
@@ -578,7 +646,7 @@ func TestPreview(t *testing.T) {
 	}
 	want := sinks.Preview{
 		Kind:    "http",
-		Request: "POST https://xxxxx@example.com/in?[redacted]",
+		Request: "POST https://xxxxx@example.com/[redacted]?[redacted]",
 		Headers: map[string]string{
 			"Authorization":   "[redacted]",
 			"Content-Type":    "application/json",

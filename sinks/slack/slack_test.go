@@ -677,6 +677,14 @@ func TestWebhookErrors(t *testing.T) {
 		err = newSink(t, map[string]any{"webhook_url": "http://" + addr + "/services/" + hookSecret}).Send(context.Background(), loadDelivery(t, goldenCases[0].path))
 		checkClass(t, err, false, "http://"+addr+"/[redacted]")
 	})
+	t.Run("url echoed in the body", func(t *testing.T) {
+		h := newHook(t, func(w http.ResponseWriter, r *http.Request) {
+			w.WriteHeader(http.StatusForbidden)
+			_, _ = io.WriteString(w, "invalid_token for "+r.URL.Path+" ("+strings.TrimPrefix(r.URL.Path, "/")+", "+strings.TrimPrefix(r.URL.Path, "/services/")+")")
+		})
+		err := newSink(t, map[string]any{"webhook_url": h.hookURL()}).Send(context.Background(), loadDelivery(t, goldenCases[0].path))
+		checkClass(t, err, true, "slack webhook: status 403 Forbidden: invalid_token for [redacted] ([redacted], ")
+	})
 	t.Run("timeout", func(t *testing.T) {
 		h := newHook(t, func(w http.ResponseWriter, r *http.Request) { <-r.Context().Done() })
 		err := newSink(t, map[string]any{"webhook_url": h.hookURL(), "timeout": "50ms"}).Send(context.Background(), loadDelivery(t, goldenCases[0].path))
