@@ -6,6 +6,7 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -157,23 +158,87 @@ func TransportError(method, safeTarget string, err error) error {
 	return fmt.Errorf("%s %s: %w", strings.ToLower(method), safeTarget, err)
 }
 
-// RedactURL shows u without secrets: its user info (user name and password)
-// becomes "xxxxx", its query, which often carries tokens, "[redacted]", and
-// its fragment is dropped. A nil u gives "".
+// RedactURL shows u without secrets, keeping its scheme and host (port
+// included) so that an operator can tell destinations apart: its user info
+// becomes "xxxxx", a path other than "/" becomes "/[redacted]" (webhook URLs
+// carry their token in the path, as https://hooks.example/T000/B000/XXXX
+// does), a query "?[redacted]", and the fragment is dropped. For example
+// https://user:pw@hooks.example:8443/T000/B000/XXXX?token=t gives
+// https://xxxxx@hooks.example:8443/[redacted]?[redacted]. A nil u gives "".
 func RedactURL(u *url.URL) string {
 	if u == nil {
 		return ""
 	}
-	c := *u
-	if c.User != nil {
+	if u.Opaque != "" { // scheme:opaque, not a URL any sink can send to
+		return u.Scheme + ":" + redacted
+	}
+	c := url.URL{Scheme: u.Scheme, Host: u.Host}
+	if u.User != nil {
 		c.User = url.User("xxxxx")
 	}
-	if c.RawQuery != "" || c.ForceQuery {
-		c.RawQuery = redacted
-		c.ForceQuery = false
+	s := c.String()
+	switch u.Path {
+	case "":
+	case "/":
+		s += "/"
+	default:
+		s += "/" + redacted
 	}
-	c.Fragment, c.RawFragment = "", ""
-	return c.String()
+	if u.RawQuery != "" || u.ForceQuery {
+		s += "?" + redacted
+	}
+	return s
+}
+
+// URLSecrets leaves out paths shorter than minURLPath ("/", "/in"), and
+// paths without their leading slash, path segments and query values
+// shorter than minURLSecretPart: they are too likely to be ordinary words
+// of an error message.
+const (
+	minURLPath       = 4
+	minURLSecretPart = 10
+)
+
+// URLSecrets lists what RedactURL hides of u, for Redact: the user name and
+// password, the path (decoded and as written, from 4 bytes) and the query,
+// and the path without its leading slash, each path segment and each query
+// value of at least 10 bytes, since a server may quote any of them in an
+// error body. Longest first, so that Redact
+// replaces a whole before its parts. A nil u gives nil.
+func URLSecrets(u *url.URL) []string {
+	if u == nil {
+		return nil
+	}
+	var secrets []string
+	add := func(min int, ss ...string) {
+		for _, s := range ss {
+			if len(s) >= min {
+				secrets = append(secrets, s)
+			}
+		}
+	}
+	if u.User != nil {
+		p, _ := u.User.Password()
+		add(1, u.User.Username(), p)
+	}
+	add(1, u.Opaque)
+	add(minURLPath, u.Path, u.EscapedPath())
+	add(minURLSecretPart, strings.TrimPrefix(u.Path, "/"), strings.TrimPrefix(u.EscapedPath(), "/"))
+	for _, seg := range strings.Split(u.Path, "/") {
+		add(minURLSecretPart, seg)
+	}
+	add(1, u.RawQuery)
+	q, _ := url.ParseQuery(u.RawQuery) // what parsed, even if some did not
+	for _, vs := range q {
+		add(minURLSecretPart, vs...)
+	}
+	slices.SortFunc(secrets, func(a, b string) int {
+		if len(a) != len(b) {
+			return len(b) - len(a)
+		}
+		return strings.Compare(a, b)
+	})
+	return slices.Compact(secrets)
 }
 
 // Redact returns err with each non-empty secret in its text replaced by

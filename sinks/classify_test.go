@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -148,11 +149,21 @@ func TestRedactURL(t *testing.T) {
 	tests := []struct {
 		name, in, want string
 	}{
-		{name: "plain", in: "https://example.com/hook", want: "https://example.com/hook"},
-		{name: "userinfo", in: "https://user:hunter2@example.com/hook", want: "https://xxxxx@example.com/hook"},
+		{name: "no path", in: "https://example.com", want: "https://example.com"},
+		{name: "root", in: "https://example.com/", want: "https://example.com/"},
+		{name: "path", in: "https://example.com/hook", want: "https://example.com/[redacted]"},
+		{name: "token in path", in: "https://hooks.example/T000/B000/XXXX", want: "https://hooks.example/[redacted]"},
+		{name: "escaped path", in: "https://hooks.example/a%2Fb/s%20c", want: "https://hooks.example/[redacted]"},
+		{name: "port kept", in: "http://127.0.0.1:8443/in", want: "http://127.0.0.1:8443/[redacted]"},
+		{name: "userinfo", in: "https://user:hunter2@example.com/hook", want: "https://xxxxx@example.com/[redacted]"},
 		{name: "token as user", in: "https://tok3n@example.com/", want: "https://xxxxx@example.com/"},
-		{name: "query", in: "https://example.com/hook?token=s3cret&x=1", want: "https://example.com/hook?[redacted]"},
-		{name: "fragment", in: "https://example.com/hook#s3cret", want: "https://example.com/hook"},
+		{name: "query", in: "https://example.com/hook?token=s3cret&x=1", want: "https://example.com/[redacted]?[redacted]"},
+		{name: "query on root", in: "https://example.com/?token=s3cret", want: "https://example.com/?[redacted]"},
+		{name: "query without path", in: "https://example.com?token=s3cret", want: "https://example.com?[redacted]"},
+		{name: "empty query", in: "https://example.com/hook?", want: "https://example.com/[redacted]?[redacted]"},
+		{name: "fragment", in: "https://example.com/hook#s3cret", want: "https://example.com/[redacted]"},
+		{name: "everything", in: "https://user:pw@hooks.example:8443/T000/B000/XXXX?token=t#f", want: "https://xxxxx@hooks.example:8443/[redacted]?[redacted]"},
+		{name: "opaque", in: "mailto:ops@example.com", want: "mailto:[redacted]"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -167,6 +178,35 @@ func TestRedactURL(t *testing.T) {
 	}
 	if RedactURL(nil) != "" {
 		t.Error("RedactURL(nil) != \"\"")
+	}
+}
+
+func TestURLSecrets(t *testing.T) {
+	tests := []struct {
+		in   string
+		want []string
+	}{
+		{in: "https://example.com/", want: nil},
+		{in: "https://example.com/in", want: nil},
+		{in: "https://example.com/hook", want: []string{"/hook"}},
+		{in: "https://user:hunter2@example.com/", want: []string{"hunter2", "user"}},
+		{in: "https://hooks.example/services/T000/B000/XXXXsecretXXXX?token=s3cr3tvalue&x=1",
+			want: []string{"/services/T000/B000/XXXXsecretXXXX", "services/T000/B000/XXXXsecretXXXX", "token=s3cr3tvalue&x=1", "XXXXsecretXXXX", "s3cr3tvalue"}},
+		{in: "https://example.com/a%2Fb/tok%20en-0123456789", want: []string{"/a%2Fb/tok%20en-0123456789", "a%2Fb/tok%20en-0123456789", "/a/b/tok en-0123456789", "a/b/tok en-0123456789", "tok en-0123456789"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.in, func(t *testing.T) {
+			u, err := url.Parse(tt.in)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := URLSecrets(u); !slices.Equal(got, tt.want) {
+				t.Errorf("URLSecrets = %q, want %q", got, tt.want)
+			}
+		})
+	}
+	if URLSecrets(nil) != nil {
+		t.Error("URLSecrets(nil) != nil")
 	}
 }
 

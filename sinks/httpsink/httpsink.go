@@ -2,7 +2,10 @@
 // "http").
 //
 // By default the request body is the event's original body, byte for byte,
-// sent as application/json; a body_template replaces it. Every request
+// sent as application/json; a body_template replaces it. A rendered body
+// sent as JSON (application/json, the default, or any +json type) must be
+// valid JSON: one that is not fails the delivery permanently rather than
+// send a malformed request. Every request
 // carries Idempotency-Key (the svix message id) and User-Agent (from the
 // sinks.Env the sink was built with); with a signing_secret it is also
 // signed the Standard Webhooks / Svix way (webhook-id, webhook-timestamp,
@@ -10,17 +13,23 @@
 //
 // One Send is one request. Redirects are not followed. A 2xx response is a
 // delivery; 408, 425, 429, 5xx and network failures are retryable (honouring
-// Retry-After); every other status is permanent. The URL's credentials,
-// header values and the signing secret never appear in errors.
+// Retry-After); every other status is permanent. Errors, and so dead-letter
+// reasons and logs, name the destination by its scheme and host only: the
+// URL's path and query (which often hold a token, as in
+// https://hooks.example/T000/B000/XXXX or ?token=...) and its credentials,
+// header values and the signing secret never appear in them, nor in the
+// preview `relay test` shows.
 package httpsink
 
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"maps"
+	"mime"
 	"net/http"
 	"net/url"
 	"slices"
@@ -45,8 +54,8 @@ var (
 // Options are the sink's config keys.
 type Options struct {
 	// URL is the endpoint, http or https; required. It may carry credentials
-	// (https://user:pass@host), which are sent as basic auth and redacted in
-	// errors.
+	// (https://user:pass@host), which are sent as basic auth. Only its scheme
+	// and host are ever shown (see sinks.RedactURL).
 	URL string `yaml:"url"`
 	// Method is the request method; default POST.
 	Method string `yaml:"method"`
@@ -57,7 +66,10 @@ type Options struct {
 	// Timeout bounds one request, response body included; default 10s.
 	Timeout time.Duration `yaml:"timeout"`
 	// BodyTemplate, when set, is a Go text/template over the delivery's Data
-	// whose output is the request body (see sinks.ParseTemplate).
+	// whose output is the request body (see sinks.ParseTemplate); values
+	// are not escaped, so put strings in with {{ json .x }}. When the body
+	// is sent as JSON, a rendered body that is not valid JSON is a
+	// permanent error.
 	BodyTemplate string `yaml:"body_template"`
 	// SigningSecret, when set, is a Svix signing secret ("whsec_" + base64)
 	// used to sign each request.
@@ -67,11 +79,12 @@ type Options struct {
 // Sink is an HTTP sink. Safe for concurrent use.
 type Sink struct {
 	url     *url.URL
-	safeURL string // url for messages: credentials and query redacted
+	safeURL string // url for messages: credentials, path and query redacted
 	method  string
 	headers http.Header // config headers
-	secrets []string    // header values and URL credentials, for sinks.Redact
+	secrets []string    // header values and URL parts, for sinks.Redact
 	tmpl    *sinks.Template
+	isJSON  bool // the body is sent as JSON: check what tmpl renders
 	signer  *svix.Webhook
 	client  *http.Client
 
@@ -106,15 +119,7 @@ func New(name string, options map[string]any, env sinks.Env) (sinks.Sink, error)
 	default:
 		s.url = u
 		s.safeURL = sinks.RedactURL(u)
-		if u.User != nil {
-			s.secrets = append(s.secrets, u.User.Username())
-			if p, ok := u.User.Password(); ok {
-				s.secrets = append(s.secrets, p)
-			}
-		}
-		if u.RawQuery != "" {
-			s.secrets = append(s.secrets, u.RawQuery)
-		}
+		s.secrets = append(s.secrets, sinks.URLSecrets(u)...)
 	}
 
 	s.method = strings.ToUpper(strings.TrimSpace(o.Method))
@@ -149,6 +154,11 @@ func New(name string, options map[string]any, env sinks.Env) (sinks.Sink, error)
 		if s.tmpl, err = sinks.ParseTemplate(name, o.BodyTemplate); err != nil {
 			errs = append(errs, fmt.Errorf("body_template: %w", err))
 		}
+		contentType := defaultContentType
+		if v := s.headers.Get("Content-Type"); v != "" {
+			contentType = v
+		}
+		s.isJSON = isJSONType(contentType)
 	}
 
 	if o.SigningSecret != "" {
@@ -225,7 +235,7 @@ func (s *Sink) request(ctx context.Context, d sinks.Delivery, now time.Time) (*h
 		return nil, sinks.Permanent(errors.New("build request: invalid method or url"))
 	}
 	req.Header = make(http.Header, len(s.headers)+6)
-	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Content-Type", defaultContentType)
 	req.Header.Set("User-Agent", s.userAgent)
 	for k, v := range s.headers {
 		req.Header[k] = v
@@ -253,16 +263,48 @@ func (s *Sink) body(d sinks.Delivery) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
+	if s.isJSON {
+		if err := checkJSON([]byte(out)); err != nil {
+			return nil, err
+		}
+	}
 	return []byte(out), nil
+}
+
+// defaultContentType is the Content-Type of a request whose config sets none.
+const defaultContentType = "application/json"
+
+// isJSONType reports whether a Content-Type value announces JSON:
+// application/json or a structured +json type, parameters ignored.
+func isJSONType(contentType string) bool {
+	mt, _, err := mime.ParseMediaType(contentType)
+	if err != nil {
+		return false
+	}
+	return mt == "application/json" || strings.HasSuffix(mt, "+json")
+}
+
+// checkJSON returns a permanent error, naming the problem and its byte
+// offset, when a rendered body is not valid JSON: the same data would
+// render the same body again.
+func checkJSON(body []byte) error {
+	if json.Valid(body) {
+		return nil
+	}
+	var se *json.SyntaxError
+	if err := json.Unmarshal(body, new(any)); errors.As(err, &se) {
+		return sinks.Permanent(fmt.Errorf("body_template: rendered body is not valid JSON: %v (offset %d)", se, se.Offset))
+	}
+	return sinks.Permanent(errors.New("body_template: rendered body is not valid JSON"))
 }
 
 // RawOnly reports that the sink reads Delivery.Data only to render a
 // body_template.
 func (s *Sink) RawOnly() bool { return s.tmpl == nil }
 
-// Preview shows the request Send would make for d: the URL's credentials
-// and query hidden, the values of configured headers and of the signature
-// redacted.
+// Preview shows the request Send would make for d: the URL's credentials,
+// path and query hidden, the values of configured headers and of the
+// signature redacted.
 func (s *Sink) Preview(d sinks.Delivery) (sinks.Preview, error) {
 	req, err := s.request(context.Background(), d, s.now())
 	if err != nil {

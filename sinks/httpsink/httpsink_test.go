@@ -5,12 +5,14 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/base64"
+	"encoding/json"
 	"errors"
 	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"reflect"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -275,7 +277,7 @@ func TestSendNetworkFailures(t *testing.T) {
 		if !errors.As(err, &opErr) {
 			t.Errorf("Send = %v, want a *net.OpError inside", err)
 		}
-		if !strings.Contains(err.Error(), "http://xxxxx@"+addr+"/hook?[redacted]") {
+		if !strings.Contains(err.Error(), "http://xxxxx@"+addr+"/[redacted]?[redacted]") {
 			t.Errorf("Send = %q, want the redacted URL", err)
 		}
 		assertNoSecrets(t, err, secretPass, "user:")
@@ -450,6 +452,83 @@ func TestSendTemplate(t *testing.T) {
 	}
 }
 
+func TestSendTemplateInvalidJSON(t *testing.T) {
+	tests := []struct {
+		name        string
+		tmpl        string
+		contentType string // "" for the default
+		want        string // "" when the body is sent
+	}{
+		{name: "unquoted string", tmpl: `{"sub_code": {{ .sub_code }}}`, want: "body_template: rendered body is not valid JSON: invalid character 'z' looking for beginning of value (offset 14)"},
+		{name: "trailing comma", tmpl: `{"a": 1,}`, want: "body_template: rendered body is not valid JSON: invalid character '}' looking for beginning of object key string (offset 9)"},
+		{name: "two values", tmpl: `{} {}`, want: "body_template: rendered body is not valid JSON: invalid character '{' after top-level value (offset 4)"},
+		{name: "empty", tmpl: `{{ if false }}x{{ end }}`, want: "body_template: rendered body is not valid JSON: unexpected end of JSON input (offset 0)"},
+		{name: "json with charset", tmpl: `{"event": {{ .event }}}`, contentType: "application/json; charset=utf-8", want: "body_template: rendered body is not valid JSON: "},
+		{name: "+json type", tmpl: `{"event": {{ .event }}}`, contentType: "application/vnd.api+json", want: "body_template: rendered body is not valid JSON: "},
+		{name: "text is not checked", tmpl: `event {{ .event }}`, contentType: "text/plain"},
+		{name: "valid", tmpl: `{"event": {{ json .event }}, "n": [1, 2.5, null]}`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			srv := newRecorder(t, nil)
+			opts := map[string]any{"url": srv.URL, "body_template": tt.tmpl}
+			if tt.contentType != "" {
+				opts["headers"] = map[string]any{"Content-Type": tt.contentType}
+			}
+			s := newSink(t, opts)
+			err := s.Send(context.Background(), delivery(`{}`))
+			_, perr := s.Preview(delivery(`{}`))
+			if tt.want == "" {
+				if err != nil || perr != nil || len(srv.got()) != 1 {
+					t.Fatalf("Send = %v, Preview = %v, %d requests; want the body sent", err, perr, len(srv.got()))
+				}
+				return
+			}
+			if !sinks.IsPermanent(err) || !strings.HasPrefix(err.Error(), tt.want) {
+				t.Errorf("Send = %v, want permanent %q", err, tt.want)
+			}
+			if n := len(srv.got()); n != 0 {
+				t.Errorf("%d requests sent, want none", n)
+			}
+			if perr == nil || perr.Error() != err.Error() {
+				t.Errorf("Preview = %v, want Send's error", perr)
+			}
+		})
+	}
+}
+
+// TestSendTemplateJSONValues checks that {{ json ... }} makes valid JSON of
+// any value: quotes, newlines, markup and nested metadata.
+func TestSendTemplateJSONValues(t *testing.T) {
+	srv := newRecorder(t, nil)
+	s := newSink(t, map[string]any{
+		"url":           srv.URL,
+		"body_template": `{"metadata": {{ json .recording.metadata }}, "name": {{ json .recording.metadata.name }}, "n": {{ json .n }}}`,
+	})
+	metadata := map[string]any{
+		"name":   "say \"hi\"\n\tand <b>bye</b> & \\ \u2028",
+		"nested": map[string]any{"list": []any{1.5, nil, true, "x\"y"}},
+		"empty":  "",
+	}
+	d := delivery(`{}`)
+	d.Data["recording"] = map[string]any{"id": "r1", "metadata": metadata}
+	d.Data["n"] = 3.25
+	if err := s.Send(context.Background(), d); err != nil {
+		t.Fatalf("Send: %v", err)
+	}
+	var got struct {
+		Metadata map[string]any `json:"metadata"`
+		Name     string         `json:"name"`
+		N        float64        `json:"n"`
+	}
+	if err := json.Unmarshal(srv.got()[0].body, &got); err != nil {
+		t.Fatalf("body %s: %v", srv.got()[0].body, err)
+	}
+	if !reflect.DeepEqual(got.Metadata, metadata) || got.Name != metadata["name"] || got.N != 3.25 {
+		t.Errorf("body decodes to %+v, want the metadata back", got)
+	}
+}
+
 func TestErrorsNeverShowCredentials(t *testing.T) {
 	secret := newSecret(t)
 	// A server that echoes every credential it got back into its error body.
@@ -490,6 +569,74 @@ func TestErrorsNeverShowCredentials(t *testing.T) {
 	}
 }
 
+// TestErrorsNeverShowURLPath sends to a URL whose path and query are the
+// credential, as webhook URLs are, and fails in every way a send can: no
+// error text, and so no dead-letter reason or log line, may show them.
+func TestErrorsNeverShowURLPath(t *testing.T) {
+	const (
+		secretPath  = "/T0000000/B0000000/XXXXsecretPathXXXX"
+		secretQuery = "token=s3cr3t-query-value&sig=0123456789abcdef"
+	)
+	secrets := []string{secretPath, "T0000000/B0000000", "XXXXsecretPathXXXX", secretQuery, "s3cr3t-query-value", "0123456789abcdef"}
+	// echo answers with status and quotes the whole request URL back, as
+	// some servers do in their error pages.
+	echo := func(status int) http.HandlerFunc {
+		return func(w http.ResponseWriter, r *http.Request) {
+			w.WriteHeader(status)
+			_, _ = io.WriteString(w, "no route for "+r.URL.String()+" (path "+r.URL.Path+", segment "+strings.TrimPrefix(r.URL.Path, "/")+", query "+r.URL.RawQuery+")")
+		}
+	}
+	refused := func(t *testing.T) string {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		addr := ln.Addr().String()
+		ln.Close()
+		return "http://" + addr
+	}
+	tests := []struct {
+		name      string
+		base      func(t *testing.T) string
+		timeout   string
+		permanent bool
+	}{
+		{name: "connection refused", base: refused},
+		{name: "500", base: func(t *testing.T) string { return newRecorder(t, echo(500)).URL }},
+		{name: "400", base: func(t *testing.T) string { return newRecorder(t, echo(400)).URL }, permanent: true},
+		{name: "404", base: func(t *testing.T) string { return newRecorder(t, echo(404)).URL }, permanent: true},
+		{name: "timeout", timeout: "50ms", base: func(t *testing.T) string {
+			return newRecorder(t, func(w http.ResponseWriter, r *http.Request) { <-r.Context().Done() }).URL
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			base := tt.base(t)
+			opts := map[string]any{"url": base + secretPath + "?" + secretQuery}
+			if tt.timeout != "" {
+				opts["timeout"] = tt.timeout
+			}
+			s := newSink(t, opts)
+			err := s.Send(context.Background(), delivery(`{}`))
+			if err == nil || sinks.IsPermanent(err) != tt.permanent {
+				t.Fatalf("Send = %v, want permanent %v", err, tt.permanent)
+			}
+			if want := "post " + base + "/[redacted]?[redacted]: "; !strings.HasPrefix(err.Error(), want) {
+				t.Errorf("Send = %q, want it to start with %q", err, want)
+			}
+			assertNoSecrets(t, err, secrets...)
+
+			p, err := s.Preview(delivery(`{}`))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if want := "POST " + base + "/[redacted]?[redacted]"; p.Request != want {
+				t.Errorf("preview request = %q, want %q", p.Request, want)
+			}
+		})
+	}
+}
+
 func TestPreview(t *testing.T) {
 	s := newSink(t, map[string]any{"url": "https://user:" + secretPass + "@example.com/in?t=1", "headers": map[string]any{"Authorization": secretHeader}})
 	body := `{"event":"bot.done"}`
@@ -499,7 +646,7 @@ func TestPreview(t *testing.T) {
 	}
 	want := sinks.Preview{
 		Kind:    "http",
-		Request: "POST https://xxxxx@example.com/in?[redacted]",
+		Request: "POST https://xxxxx@example.com/[redacted]?[redacted]",
 		Headers: map[string]string{
 			"Authorization":   "[redacted]",
 			"Content-Type":    "application/json",

@@ -39,7 +39,11 @@ const (
 //
 // Text is the notification fallback, e.g.
 // "transcript.failed: zoom_captions_failure — bot d9e964ff-…".
-// Every part is cut to Slack's limits.
+// Every part is cut to Slack's limits. Every value from the event or the
+// delivery that lands in mrkdwn (the fields, the metadata, the quoted body,
+// the context line and the fallback text) is escaped, so that a bot name
+// of <!channel> pings no one; the header is plain_text, which Slack does
+// not parse for mentions or links.
 func buildMessage(d sinks.Delivery) payload {
 	event := d.Event
 	if event == "" {
@@ -62,9 +66,9 @@ func buildMessage(d sinks.Delivery) payload {
 	}
 
 	var fields []*goslack.TextBlockObject
-	field := func(label, value string) {
+	field := func(label, value string) { // value is mrkdwn already
 		if len(fields) < maxFields {
-			fields = append(fields, mrkdwn(truncate("*"+label+"*\n"+value, maxFieldText)))
+			fields = append(fields, mrkdwn(truncate("*"+escape(label)+"*\n"+value, maxFieldText)))
 		}
 	}
 	switch {
@@ -197,7 +201,7 @@ func mediaLabel(object string) string {
 }
 
 // metadataText lists metadata, keys sorted, under a bold title; "" when
-// there is none.
+// there is none. Title, keys and values are escaped.
 func metadataText(title string, metadata map[string]any) string {
 	if len(metadata) == 0 {
 		return ""
@@ -208,7 +212,7 @@ func metadataText(title string, metadata map[string]any) string {
 	}
 	sort.Strings(keys)
 	var b strings.Builder
-	b.WriteString("*" + title + "*")
+	b.WriteString("*" + escape(title) + "*")
 	for _, k := range keys {
 		v, ok := metadata[k].(string)
 		if !ok {

@@ -6,7 +6,8 @@
 // message.go): a header with the event, the sub-code with its reason and the
 // bot, recording and media ids, their metadata, and a context line with the
 // message id, source and rules. A template option replaces it with plain
-// text. Sends are paced
+// text. Event data is escaped for mrkdwn in both, so that it cannot ping a
+// channel, mention someone or make a link. Sends are paced
 // by a token bucket (rate, default one message a second): Send waits its
 // turn, which is pacing, not retrying.
 //
@@ -59,7 +60,10 @@ type Options struct {
 	// https://slack.com/api/. A missing trailing slash is added.
 	APIURL string `yaml:"api_url"`
 	// Template, when set, is a Go text/template over the delivery's Data
-	// whose output is the message text (no blocks).
+	// whose output is the message text (no blocks). Every value it prints
+	// is escaped for mrkdwn (&, < and > become &amp;, &lt; and &gt;), so
+	// event data cannot mention, ping or link; the template's own text is
+	// not, and {{ raw .x }} prints a value as it is.
 	Template string `yaml:"template"`
 	// Rate paces messages ("1/s", "20/m"); default "1/s"; "" for no limit.
 	Rate string `yaml:"rate"`
@@ -70,8 +74,9 @@ type Options struct {
 // Sink is a Slack sink. Safe for concurrent use.
 type Sink struct {
 	// Webhook mode.
-	webhookURL string // secret
-	webhookTo  string // webhookURL with its path redacted, for messages
+	webhookURL string   // secret
+	webhookTo  string   // webhookURL for messages (sinks.RedactURL)
+	secrets    []string // webhookURL and its parts, for sinks.Redact
 
 	// Web API mode.
 	api      *goslack.Client
@@ -115,7 +120,8 @@ func New(name string, options map[string]any, env sinks.Env) (sinks.Sink, error)
 			errs = append(errs, errors.New("webhook_url: want an https URL such as https://hooks.slack.com/services/..."))
 		default:
 			s.webhookURL = o.WebhookURL.Reveal()
-			s.webhookTo = u.Scheme + "://" + u.Host + "/[redacted]"
+			s.webhookTo = sinks.RedactURL(u)
+			s.secrets = append([]string{s.webhookURL}, sinks.URLSecrets(u)...)
 		}
 		if o.Channel != "" {
 			errs = append(errs, errors.New("channel: only with token (an incoming webhook posts to its own channel)"))
@@ -144,7 +150,7 @@ func New(name string, options map[string]any, env sinks.Env) (sinks.Sink, error)
 	}
 
 	if o.Template != "" {
-		t, err := sinks.ParseTemplate(name, o.Template)
+		t, err := sinks.ParseTemplate(name, o.Template, sinks.Escape(escape))
 		if err != nil {
 			errs = append(errs, fmt.Errorf("template: %w", err))
 		}
@@ -175,7 +181,9 @@ func New(name string, options map[string]any, env sinks.Env) (sinks.Sink, error)
 	}
 	if token {
 		u, _ := url.Parse(apiURL)
-		s.endpoint = sinks.RedactURL(u) + "chat.postMessage"
+		// The API's path is Slack's, not a secret: show it, and hide only
+		// credentials and query, should api_url carry any.
+		s.endpoint = sinks.RedactURL(&url.URL{Scheme: u.Scheme, User: u.User, Host: u.Host}) + u.EscapedPath() + "chat.postMessage"
 		// No OptionRetry/OptionRetryConfig: slack-go then sends each
 		// request once and the relay owns retries.
 		s.api = goslack.New(s.token, goslack.OptionAPIURL(apiURL), goslack.OptionHTTPClient(s.client))
@@ -235,7 +243,7 @@ func (s *Sink) postWebhook(ctx context.Context, msg payload) error {
 	req.Header.Set("User-Agent", s.userAgent)
 	resp, err := s.client.Do(req)
 	if err != nil {
-		return sinks.Redact(fmt.Errorf("slack webhook: %w", sinks.TransportError(http.MethodPost, s.webhookTo, err)), s.webhookURL)
+		return sinks.Redact(fmt.Errorf("slack webhook: %w", sinks.TransportError(http.MethodPost, s.webhookTo, err)), s.secrets...)
 	}
 	defer resp.Body.Close()
 	// Slack answers in plain text: "ok", or an error code such as
@@ -243,7 +251,7 @@ func (s *Sink) postWebhook(ctx context.Context, msg payload) error {
 	text := sinks.ReadErrorBody(resp.Body)
 	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
 	if err := sinks.ClassifyStatus(resp.StatusCode, resp.Status, resp.Header, text, s.now()); err != nil {
-		return sinks.Redact(fmt.Errorf("slack webhook: %w", err), s.webhookURL)
+		return sinks.Redact(fmt.Errorf("slack webhook: %w", err), s.secrets...)
 	}
 	return nil
 }

@@ -13,6 +13,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"sync"
 	"testing"
@@ -44,6 +45,9 @@ var goldenCases = []struct {
 	{"video_mixed.done", filepath.Join(examples, "video_mixed.done.json")},
 	{"recording.failed.bot_null", "testdata/events/recording.failed.bot_null.json"},
 	{"non_recall", "testdata/events/non_recall.json"},
+	// Event data that would ping, mention or link if it were not escaped.
+	{"injection.bot_metadata", "testdata/events/injection.bot_metadata.json"},
+	{"injection.event_name", "testdata/events/injection.event_name.json"},
 }
 
 // hook is an incoming-webhook stand-in: it records bodies and answers with
@@ -319,6 +323,114 @@ func TestMessageLimits(t *testing.T) {
 	checkLimits(t, body)
 }
 
+// hostile are event values that would ping, mention or link in mrkdwn.
+var hostile = []string{"<!channel>", "<@U1>", "<https://evil.example|Click>", "&amp;"}
+
+// dateToken is the one <...> token the default message makes itself.
+var dateToken = regexp.MustCompile(`<!date\^[0-9]+\^\{date_short_pretty\} \{time_secs\}\|[0-9: -]+UTC>`)
+
+// checkEscaped fails when a mrkdwn text of msg (every text but the
+// plain_text header) holds a < or > that the message did not make itself.
+func checkEscaped(t *testing.T, msg payload) {
+	t.Helper()
+	body, err := json.Marshal(msg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var m struct {
+		Text   string `json:"text"`
+		Blocks []struct {
+			Type     string
+			Text     *struct{ Type, Text string }
+			Fields   []struct{ Type, Text string }
+			Elements []struct{ Type, Text string }
+		} `json:"blocks"`
+	}
+	if err := json.Unmarshal(body, &m); err != nil {
+		t.Fatal(err)
+	}
+	texts := []string{m.Text}
+	for _, b := range m.Blocks {
+		if b.Text != nil && b.Text.Type == "mrkdwn" {
+			texts = append(texts, b.Text.Text)
+		}
+		for _, f := range append(b.Fields, b.Elements...) {
+			texts = append(texts, f.Text)
+		}
+	}
+	for _, text := range texts {
+		if rest := dateToken.ReplaceAllString(text, ""); strings.ContainsAny(rest, "<>") {
+			t.Errorf("mrkdwn text %q holds an unescaped < or >", text)
+		}
+	}
+}
+
+func TestMessageEscapesEventData(t *testing.T) {
+	for _, v := range hostile {
+		t.Run(v, func(t *testing.T) {
+			d := deliveryFor([]byte(`{}`))
+			d.Event = "bot." + v
+			d.MsgID, d.Source, d.Rules = v, v, []string{v, "ok"}
+			d.Data["object"] = "video_" + v
+			d.Data["sub_code"] = v
+			d.Data["sub_code_reason"] = v
+			d.Data["bot"] = map[string]any{"id": v, "metadata": map[string]any{v: v, "n": map[string]any{"k": v}}}
+			d.Data["recording"] = map[string]any{"id": v, "metadata": map[string]any{"k": v}}
+			d.Data["media"] = map[string]any{"id": v, "metadata": map[string]any{"k": v}}
+			checkEscaped(t, buildMessage(d))
+
+			d.Data["sub_code"] = ""
+			d.Data["code"] = v
+			checkEscaped(t, buildMessage(d))
+
+			// Not a Recall event: the body is quoted, the msg id is in the
+			// fallback text.
+			nr := deliveryFor([]byte(`{"text": "` + strings.ReplaceAll(v, `"`, `\"`) + `"}`))
+			nr.Event, nr.MsgID, nr.Source = "", v, v
+			msg := buildMessage(nr)
+			checkEscaped(t, msg)
+			if v == "&amp;" && !strings.Contains(msg.Text, "&amp;amp;") {
+				t.Errorf("text %q: want &amp; shown as typed (&amp;amp;)", msg.Text)
+			}
+		})
+	}
+}
+
+// TestTemplateEscapesEventData checks the template option: values are
+// escaped, the template's own text and raw values are not.
+func TestTemplateEscapesEventData(t *testing.T) {
+	d := loadDelivery(t, "testdata/events/injection.bot_metadata.json")
+	tests := []struct {
+		name, tmpl, want string
+	}{
+		{name: "channel", tmpl: `{{ .bot.metadata.bot_name }}`, want: "&lt;!channel&gt;"},
+		{name: "mention", tmpl: `{{ .bot.metadata.owner }}`, want: "&lt;@U1&gt;"},
+		{name: "link", tmpl: `{{ .bot.metadata.link }}`, want: "&lt;https://evil.example/login|Click to re-authenticate&gt;"},
+		{name: "entity", tmpl: `{{ .bot.metadata.entity }}`, want: "Tom &amp;amp; Jerry"},
+		{name: "id and sub-code", tmpl: `{{ .sub_code }} on {{ .bot.id }}`, want: "&lt;!channel&gt; on &lt;@U1&gt;"},
+		{name: "json", tmpl: `{{ json .bot.metadata.nested }}`, want: `{"note":"\u003c!everyone\u003e"}`},
+		{name: "own text kept", tmpl: `<!here> <https://runbook.example|runbook>: {{ .bot.metadata.bot_name }}`, want: "<!here> <https://runbook.example|runbook>: &lt;!channel&gt;"},
+		{name: "raw", tmpl: `{{ raw .bot.metadata.owner }}`, want: "<@U1>"},
+		{name: "range over metadata", tmpl: `{{ range $k, $v := .bot.metadata }}{{ $k }}={{ $v }};{{ end }}`, want: "&lt;!here&gt;=key &amp; value;bot_name=&lt;!channel&gt;;entity=Tom &amp;amp; Jerry;link=&lt;https://evil.example/login|Click to re-authenticate&gt;;nested=map[note:&lt;!everyone&gt;];owner=&lt;@U1&gt;;"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			h := newHook(t, nil)
+			s := newSink(t, map[string]any{"webhook_url": h.hookURL(), "template": tt.tmpl})
+			if err := s.Send(context.Background(), d); err != nil {
+				t.Fatal(err)
+			}
+			var got payload
+			if err := json.Unmarshal(h.got()[0], &got); err != nil {
+				t.Fatal(err)
+			}
+			if got.Text != tt.want {
+				t.Errorf("text = %q, want %q", got.Text, tt.want)
+			}
+		})
+	}
+}
+
 func TestWebhookSend(t *testing.T) {
 	h := newHook(t, nil)
 	s := newSinkEnv(t, map[string]any{"webhook_url": h.hookURL()}, sinks.Env{UserAgent: "relay/9.9.9"})
@@ -564,6 +676,14 @@ func TestWebhookErrors(t *testing.T) {
 		ln.Close()
 		err = newSink(t, map[string]any{"webhook_url": "http://" + addr + "/services/" + hookSecret}).Send(context.Background(), loadDelivery(t, goldenCases[0].path))
 		checkClass(t, err, false, "http://"+addr+"/[redacted]")
+	})
+	t.Run("url echoed in the body", func(t *testing.T) {
+		h := newHook(t, func(w http.ResponseWriter, r *http.Request) {
+			w.WriteHeader(http.StatusForbidden)
+			_, _ = io.WriteString(w, "invalid_token for "+r.URL.Path+" ("+strings.TrimPrefix(r.URL.Path, "/")+", "+strings.TrimPrefix(r.URL.Path, "/services/")+")")
+		})
+		err := newSink(t, map[string]any{"webhook_url": h.hookURL()}).Send(context.Background(), loadDelivery(t, goldenCases[0].path))
+		checkClass(t, err, true, "slack webhook: status 403 Forbidden: invalid_token for [redacted] ([redacted], ")
 	})
 	t.Run("timeout", func(t *testing.T) {
 		h := newHook(t, func(w http.ResponseWriter, r *http.Request) { <-r.Context().Done() })
