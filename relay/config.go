@@ -50,6 +50,19 @@ type ServerConfig struct {
 	AdminToken    sinks.Secret  `koanf:"admin_token"`
 	MaxBodyBytes  int64         `koanf:"max_body_bytes"`
 	ShutdownGrace time.Duration `koanf:"shutdown_grace"`
+	// MaxHeaderBytes bounds a request's header on both listeners.
+	MaxHeaderBytes int `koanf:"max_header_bytes"`
+	// MaxConnections bounds the ingest listener's open connections; more
+	// wait to be accepted. It bounds what slow or idle senders can make the
+	// relay hold (see docs/operations.md, Security).
+	MaxConnections int `koanf:"max_connections"`
+	// TLS and AdminTLS, when set, serve the ingest and admin listeners
+	// over HTTPS; the files are read again on reload.
+	TLS      TLSConfig `koanf:"tls"`
+	AdminTLS TLSConfig `koanf:"admin_tls"`
+	// AllowInsecureAdmin lets serve run a non-loopback admin listener
+	// without an admin token (see Refusals).
+	AllowInsecureAdmin bool `koanf:"allow_insecure_admin"`
 	// IngestPriority lets deliveries give way to a busy ingest.
 	IngestPriority IngestPriority `koanf:"ingest_priority"`
 }
@@ -92,6 +105,12 @@ type SourceConfig struct {
 	Secrets []sinks.Secret `koanf:"secrets"`
 	// Tolerance defaults to 5m.
 	Tolerance time.Duration `koanf:"tolerance"`
+	// AllowIPs, when set, lists the addresses and CIDR prefixes that may
+	// send to the source; others get 403.
+	AllowIPs []string `koanf:"allow_ips"`
+	// TrustedProxies lists the peers whose X-Forwarded-For is believed
+	// when deciding the client's address.
+	TrustedProxies []string `koanf:"trusted_proxies"`
 }
 
 // SinkConfig is one configured sink: the keys every sink has (its type and
@@ -151,6 +170,8 @@ func defaultConfig() *Config {
 			AdminListen:    "127.0.0.1:9090",
 			MaxBodyBytes:   1 << 20,
 			ShutdownGrace:  20 * time.Second,
+			MaxHeaderBytes: 64 << 10,
+			MaxConnections: 1024,
 			IngestPriority: DefaultIngestPriority(),
 		},
 		Storage: StorageConfig{
@@ -363,8 +384,25 @@ func validateServer(s ServerConfig) []error {
 	if s.MaxBodyBytes <= 0 {
 		errs = append(errs, errors.New("server.max_body_bytes: must be positive"))
 	}
+	if s.MaxBodyBytes > maxStoreMessage-headerRoom {
+		errs = append(errs, fmt.Errorf("server.max_body_bytes: at most %d (the store's largest message, less room for headers)", maxStoreMessage-headerRoom))
+	}
 	if s.ShutdownGrace < 0 {
 		errs = append(errs, errors.New("server.shutdown_grace: must not be negative"))
+	}
+	if s.MaxConnections < 1 {
+		errs = append(errs, errors.New("server.max_connections: must be at least 1"))
+	}
+	if s.MaxHeaderBytes < 4096 {
+		errs = append(errs, errors.New("server.max_header_bytes: must be at least 4096"))
+	}
+	for _, l := range []struct {
+		p string
+		t TLSConfig
+	}{{"server.tls", s.TLS}, {"server.admin_tls", s.AdminTLS}} {
+		if l.t.Enabled() && (l.t.CertFile == "" || l.t.KeyFile == "") {
+			errs = append(errs, fmt.Errorf("%s: cert_file and key_file are both required", l.p))
+		}
 	}
 	if s.IngestPriority.BusyAt < 0 {
 		errs = append(errs, errors.New("server.ingest_priority.busy_at: must not be negative (0 turns it off)"))
@@ -475,6 +513,8 @@ func validateSources(sources map[string]SourceConfig) []error {
 				errs = append(errs, fmt.Errorf("%s.secrets[%d]: %w", p, i, err))
 			}
 		}
+		_, addrErrs := newAddrPolicy(p, src.AllowIPs, src.TrustedProxies)
+		errs = append(errs, addrErrs...)
 	}
 	return errs
 }

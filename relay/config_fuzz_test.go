@@ -35,7 +35,7 @@ func FuzzLoadConfig(f *testing.F) {
 		if cfg.RuleSet == nil || len(cfg.Sources) == 0 {
 			t.Fatalf("a valid config without rules or sources: %+v", cfg)
 		}
-		if _, err := newIngestRoutes(cfg); err != nil {
+		if _, err := newIngestRoutes(cfg, maxStoreMessage); err != nil {
 			t.Fatalf("a valid config whose routes cannot be built: %v", err)
 		}
 	})

@@ -16,7 +16,7 @@ func BenchmarkDedupeWindowMemory(b *testing.B) {
 	heapAfter := func(withIDs bool) uint64 {
 		s, err := openJetStream(context.Background(), StorageConfig{
 			Dir: b.TempDir(), SyncInterval: time.Minute, DedupeWindow: 24 * time.Hour,
-		}, discardLogger())
+		}, 1<<20, discardLogger())
 		if err != nil {
 			b.Fatal(err)
 		}

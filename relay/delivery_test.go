@@ -580,7 +580,7 @@ func TestUpgradeKeepsEarlierEvents(t *testing.T) {
 
 	// As the earlier version left it: consumer a unfiltered, b on the old
 	// pair of filters, and an event for both under relay.events.recall.
-	s, err := openJetStream(ctx, StorageConfig{Dir: dir, SyncInterval: time.Second, DedupeWindow: time.Hour}, discardLogger())
+	s, err := openJetStream(ctx, StorageConfig{Dir: dir, SyncInterval: time.Second, DedupeWindow: time.Hour}, 1<<20, discardLogger())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -20,6 +20,7 @@ type ingestSource struct {
 	name      string
 	verifiers []*svix.Webhook
 	tolerance time.Duration
+	addrs     addrPolicy // who may send
 }
 
 // ingestRoutes maps request paths to sources and holds the rules that route
@@ -30,14 +31,17 @@ type ingestRoutes struct {
 	rules        *rules.Set
 }
 
-func newIngestRoutes(cfg *Config) (*ingestRoutes, error) {
+// newIngestRoutes prepares cfg's sources. Bodies are limited to
+// server.max_body_bytes, or to storeMax when the store cannot keep more.
+func newIngestRoutes(cfg *Config, storeMax int64) (*ingestRoutes, error) {
 	r := &ingestRoutes{
 		byPath:       make(map[string]*ingestSource),
-		maxBodyBytes: cfg.Server.MaxBodyBytes,
+		maxBodyBytes: min(cfg.Server.MaxBodyBytes, storeMax),
 		rules:        cfg.RuleSet,
 	}
 	for name, sc := range cfg.Sources {
 		src := &ingestSource{name: name, tolerance: sc.Tolerance}
+		src.addrs, _ = newAddrPolicy("sources."+name, sc.AllowIPs, sc.TrustedProxies) // validated by LoadConfig
 		for _, sec := range sc.Secrets {
 			wh, err := svix.NewWebhook(sec.Reveal())
 			if err != nil {
@@ -60,6 +64,7 @@ type ingestHandler struct {
 	now      func() time.Time
 	load     *ingestLoad // measures how busy ingest is
 	draining atomic.Bool
+	reading  atomic.Int64 // requests reading their body now
 }
 
 // retryAfterSeconds is what a 503 asks the sender to wait.
@@ -83,21 +88,40 @@ func (h *ingestHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 
+	// Everything that can be decided without the body is decided before
+	// it is read: who may send, the headers, the timestamp, the declared
+	// size. A sender that fails these gets its answer without the relay
+	// reading (or holding memory for) a byte of its body.
+	// Answered so, the connection closes after the answer: net/http would
+	// otherwise read (and discard) up to 256 KiB of the unread body first,
+	// waiting for a sender that may never send it.
+	if !src.addrs.allows(r) {
+		w.Header().Set("Connection", "close")
+		h.reject(w, src.name, "address", http.StatusForbidden, errorBody("client address not allowed"))
+		return
+	}
+	msgID, reason, err := checkHeaders(src, r.Header, h.now())
+	if err != nil {
+		h.log.Info("webhook rejected", "source", src.name, "err", err)
+		w.Header().Set("Connection", "close")
+		h.reject(w, src.name, reason, http.StatusUnauthorized, errorBody("invalid or missing webhook signature"))
+		return
+	}
+	h.reading.Add(1)
 	body, err := readLimited(w, r, routes.maxBodyBytes)
+	h.reading.Add(-1)
 	if err != nil {
 		var tooLarge *http.MaxBytesError
 		if errors.As(err, &tooLarge) {
-			h.answer(w, src.name, http.StatusRequestEntityTooLarge, errorBody("body larger than "+strconv.FormatInt(routes.maxBodyBytes, 10)+" bytes"))
+			h.reject(w, src.name, "too_large", http.StatusRequestEntityTooLarge, errorBody("body larger than "+strconv.FormatInt(routes.maxBodyBytes, 10)+" bytes"))
 			return
 		}
-		h.answer(w, src.name, http.StatusBadRequest, errorBody("cannot read body"))
+		h.reject(w, src.name, "unreadable", http.StatusBadRequest, errorBody("cannot read body"))
 		return
 	}
-
-	msgID, err := h.verify(src, body, r.Header)
-	if err != nil {
+	if err := verifySignature(src, body, r.Header); err != nil {
 		h.log.Info("webhook rejected", "source", src.name, "err", err)
-		h.answer(w, src.name, http.StatusUnauthorized, errorBody("invalid or missing webhook signature"))
+		h.reject(w, src.name, "signature", http.StatusUnauthorized, errorBody("invalid or missing webhook signature"))
 		return
 	}
 	// Counted from here, so that neither slow senders nor unsigned
@@ -109,7 +133,7 @@ func (h *ingestHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	// JSON object: the body is parsed once.
 	env, err := rules.NewEnv(ev.Body, rules.Meta{Source: ev.Source, MsgID: ev.MsgID, ReceivedAt: ev.ReceivedAt})
 	if err != nil {
-		h.answer(w, src.name, http.StatusBadRequest, errorBody("body is not a JSON object"))
+		h.reject(w, src.name, "not_json", http.StatusBadRequest, errorBody("body is not a JSON object"))
 		return
 	}
 	matched := h.route(routes, env, &ev)
@@ -163,57 +187,80 @@ type verifyError struct{ reason string }
 
 func (e *verifyError) Error() string { return e.reason }
 
-// verify checks the Svix (or Standard Webhooks) headers of a request against
-// every secret of the source and returns the message id. The timestamp is
-// checked against the source's tolerance before any HMAC is computed.
-func (h *ingestHandler) verify(src *ingestSource, body []byte, hdr http.Header) (string, error) {
+// checkHeaders checks the Svix (or Standard Webhooks) headers of a
+// request, all but the signature itself, and returns the message id; on
+// failure, reason names the check for relay_ingest_rejected_total. It needs
+// no body, so a request that fails it is answered before its body is read.
+func checkHeaders(src *ingestSource, hdr http.Header, now time.Time) (msgID, reason string, err error) {
 	id, ts, sig := hdr.Get("svix-id"), hdr.Get("svix-timestamp"), hdr.Get("svix-signature")
 	if id == "" || ts == "" || sig == "" {
 		id, ts, sig = hdr.Get("webhook-id"), hdr.Get("webhook-timestamp"), hdr.Get("webhook-signature")
 		if id == "" || ts == "" || sig == "" {
-			return "", &verifyError{"missing signature headers"}
+			return "", "headers", &verifyError{"missing signature headers"}
 		}
 	}
 	if len(id) > 256 {
-		return "", &verifyError{"message id too long"}
+		return "", "headers", &verifyError{"message id too long"}
 	}
 	sec, err := strconv.ParseInt(ts, 10, 64)
 	if err != nil {
-		return "", &verifyError{"malformed timestamp header"}
+		return "", "headers", &verifyError{"malformed timestamp header"}
 	}
-	skew := h.now().Sub(time.Unix(sec, 0))
-	if skew > src.tolerance || -skew > src.tolerance {
-		return "", &verifyError{"timestamp outside tolerance"}
+	if !withinTolerance(sec, now, src.tolerance) {
+		return "", "timestamp", &verifyError{"timestamp outside tolerance"}
 	}
-	for _, wh := range src.verifiers {
-		if wh.VerifyIgnoringTimestamp(body, hdr) == nil {
-			return id, nil
-		}
-	}
-	return "", &verifyError{"no matching signature"}
+	return id, "", nil
 }
 
-// bodyChunk is the most readLimited allocates before bytes arrive: a
-// declared Content-Length up to this size gets a buffer of exactly that size
-// (one allocation for a typical webhook), a larger one only this much, the
-// buffer growing as the body arrives. It is no more than net/http already
-// spends per connection on its read buffer.
+// withinTolerance reports whether the Unix time sec is within tolerance of
+// now. It compares whole seconds as integers: no timestamp, however far in
+// the past or future, can overflow the comparison into a pass.
+func withinTolerance(sec int64, now time.Time, tolerance time.Duration) bool {
+	n, tol := now.Unix(), int64(tolerance/time.Second)
+	return sec >= n-tol && sec <= n+tol
+}
+
+// verifySignature checks the request's signature against every secret of
+// the source (the timestamp was checked by checkHeaders).
+func verifySignature(src *ingestSource, body []byte, hdr http.Header) error {
+	for _, wh := range src.verifiers {
+		if wh.VerifyIgnoringTimestamp(body, hdr) == nil {
+			return nil
+		}
+	}
+	return &verifyError{"no matching signature"}
+}
+
+// bodyChunk is the most readLimited allocates when a body's first byte
+// arrives: a declared Content-Length up to this size gets a buffer of exactly
+// that size (one allocation for a typical webhook), a larger one only this
+// much, the buffer growing as the body arrives.
 const bodyChunk = 4 << 10
 
 // readLimited reads r's body, at most limit bytes. When the declared
 // Content-Length exceeds limit (checked before reading) or the body runs past
 // it, it returns an *http.MaxBytesError; in the second case the server also
-// closes the connection after the answer. The buffer grows with the bytes
-// that arrive, so a sender that declares a large body and sends little makes
-// it allocate little.
+// closes the connection after the answer. Nothing is allocated for the body
+// until its first byte arrives, and the buffer then grows with the bytes
+// that arrive: a sender that declares a large body and sends little makes
+// the relay hold little.
 func readLimited(w http.ResponseWriter, r *http.Request, limit int64) ([]byte, error) {
 	if r.ContentLength > limit {
 		return nil, &http.MaxBytesError{Limit: limit}
 	}
 	body := http.MaxBytesReader(w, r.Body, limit)
+	var first [1]byte
+	n, err := io.ReadFull(body, first[:])
+	switch {
+	case err == io.EOF:
+		return []byte{}, nil
+	case err != nil:
+		return nil, err
+	}
 	// The spare byte lets the read of a body of the declared size see EOF
 	// without growing the buffer.
-	b := make([]byte, 0, min(max(r.ContentLength, 511), bodyChunk)+1)
+	b := make([]byte, n, min(max(r.ContentLength, 511), bodyChunk)+1)
+	b[0] = first[0]
 	for {
 		n, err := body.Read(b[len(b):cap(b)])
 		b = b[:len(b)+n]
@@ -227,6 +274,12 @@ func readLimited(w http.ResponseWriter, r *http.Request, limit int64) ([]byte, e
 			b = append(b, 0)[:len(b)] // grows by about a quarter to double
 		}
 	}
+}
+
+// reject answers a request the relay refuses, and counts why.
+func (h *ingestHandler) reject(w http.ResponseWriter, source, reason string, code int, body []byte) {
+	h.metrics.IngestRejected.WithLabelValues(source, reason).Inc()
+	h.answer(w, source, code, body)
 }
 
 func (h *ingestHandler) answer(w http.ResponseWriter, source string, code int, body []byte) {

@@ -89,7 +89,7 @@ func newTestIngest(t testing.TB, store Store) *ingestHandler {
 		Rules:   specs,
 		RuleSet: set,
 	}
-	routes, err := newIngestRoutes(cfg)
+	routes, err := newIngestRoutes(cfg, maxStoreMessage)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -68,9 +68,20 @@ type jsStore struct {
 
 var _ Store = (*jsStore)(nil)
 
+// headerRoom is what a stored message may need besides its body: the
+// headers of an event, a replay or a dead letter (route, rules, times, the
+// error), which oneLine and the config's names keep well under it.
+const headerRoom = 64 << 10
+
+// maxStoreMessage is the largest message NATS can be configured to carry
+// (its max_payload ceiling).
+const maxStoreMessage = 64 << 20
+
 // openJetStream starts (embedded) or connects to (cluster) NATS and makes
-// sure the streams exist with the configured settings.
-func openJetStream(ctx context.Context, cfg StorageConfig, log *slog.Logger) (*jsStore, error) {
+// sure the streams exist with the configured settings. The embedded server
+// carries messages of maxBody bytes plus headerRoom, so that a body at
+// server.max_body_bytes is stored, and dead-lettered, whole.
+func openJetStream(ctx context.Context, cfg StorageConfig, maxBody int64, log *slog.Logger) (*jsStore, error) {
 	s := &jsStore{cfg: cfg, log: log}
 	var err error
 	if cfg.URL == "" {
@@ -100,6 +111,7 @@ func openJetStream(ctx context.Context, cfg StorageConfig, log *slog.Logger) (*j
 			NoLog:        true,
 			SyncAlways:   syncAlways,
 			SyncInterval: syncInterval,
+			MaxPayload:   int32(max(maxBody+headerRoom, 1<<20)),
 		})
 		if err != nil {
 			return nil, fmt.Errorf("embedded nats: %w", err)
@@ -361,6 +373,12 @@ func parsePubAckFast(data []byte) (duplicate, ok bool) {
 		return true, true
 	}
 	return false, false
+}
+
+// maxBody is the largest body the store can keep with room for its
+// headers: the server's max_payload less headerRoom.
+func (s *jsStore) maxBody() int64 {
+	return s.nc.MaxPayload() - headerRoom
 }
 
 // Ready reports whether the store answers.

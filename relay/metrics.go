@@ -11,6 +11,7 @@ type Metrics struct {
 	Registry *prometheus.Registry
 
 	IngestRequests     *prometheus.CounterVec
+	IngestRejected     *prometheus.CounterVec
 	EventsAccepted     *prometheus.CounterVec
 	RuleMatches        *prometheus.CounterVec
 	RuleErrors         *prometheus.CounterVec
@@ -35,6 +36,10 @@ func NewMetrics() *Metrics {
 			Name: "relay_ingest_requests_total",
 			Help: "Webhook requests received, by source and HTTP status code answered.",
 		}, []string{"source", "code"}),
+		IngestRejected: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "relay_ingest_rejected_total",
+			Help: "Webhook requests refused, by source and reason (address, headers, timestamp, too_large, unreadable, signature, not_json).",
+		}, []string{"source", "reason"}),
 		EventsAccepted: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "relay_events_accepted_total",
 			Help: "Events verified and stored (duplicates excluded), by source.",
@@ -87,7 +92,7 @@ func NewMetrics() *Metrics {
 		}, []string{"sink"}),
 	}
 	m.Registry.MustRegister(
-		m.IngestRequests, m.EventsAccepted, m.RuleMatches, m.RuleErrors,
+		m.IngestRequests, m.IngestRejected, m.EventsAccepted, m.RuleMatches, m.RuleErrors,
 		m.Deliveries, m.DeliveryDuration, m.DeadLetters, m.PendingDeliveries,
 		m.ConfigReloadOK, m.ConfigReloadTime, m.IngestStoreLatency,
 		m.Yielding, m.YieldTotal,
@@ -103,6 +108,9 @@ func NewMetrics() *Metrics {
 func (m *Metrics) initLabels(cfg *Config) {
 	for name := range cfg.Sources {
 		m.IngestRequests.WithLabelValues(name, "200")
+		for _, reason := range []string{"address", "headers", "timestamp", "too_large", "unreadable", "signature", "not_json"} {
+			m.IngestRejected.WithLabelValues(name, reason)
+		}
 		m.EventsAccepted.WithLabelValues(name)
 	}
 	for _, r := range cfg.Rules {

@@ -6,6 +6,7 @@ package relay
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -18,6 +19,7 @@ import (
 	"time"
 
 	"github.com/relay-dev/relay/sinks"
+	"golang.org/x/net/netutil"
 )
 
 // Options are the parts of a Server that do not come from the config file.
@@ -49,9 +51,10 @@ type Server struct {
 	stopLoad context.CancelFunc
 	loadDone chan struct{}
 
-	ingestSrv, adminSrv *http.Server
-	ingestLn, adminLn   net.Listener
-	serveErr            chan error
+	ingestSrv, adminSrv   *http.Server
+	ingestCert, adminCert certSource // re-read on reload
+	ingestLn, adminLn     net.Listener
+	serveErr              chan error
 
 	reloadMu sync.Mutex
 	stopOnce sync.Once
@@ -86,11 +89,19 @@ func (s *Server) Start(ctx context.Context) (err error) {
 			_ = s.Stop(context.Background())
 		}
 	}()
+	if err := Refusals(cfg); err != nil {
+		return err
+	}
+	useCerts, err := s.readCerts(cfg.Server)
+	if err != nil {
+		return err
+	}
+	useCerts()
 	built, err := buildSinks(cfg, s.opts.Registry)
 	if err != nil {
 		return err
 	}
-	s.store, err = openJetStream(ctx, cfg.Storage, s.log)
+	s.store, err = openJetStream(ctx, cfg.Storage, cfg.Server.MaxBodyBytes, s.log)
 	if err != nil {
 		closeSinks(built)
 		return err
@@ -99,7 +110,11 @@ func (s *Server) Start(ctx context.Context) (err error) {
 	if err := s.engine.apply(ctx, cfg, built); err != nil {
 		return err
 	}
-	routes, err := newIngestRoutes(cfg)
+	if limit := s.store.maxBody(); limit < cfg.Server.MaxBodyBytes {
+		s.log.Warn("the NATS server's max_payload is smaller than server.max_body_bytes allows: larger bodies get 413",
+			"max_body_bytes", cfg.Server.MaxBodyBytes, "limit", limit)
+	}
+	routes, err := newIngestRoutes(cfg, s.store.maxBody())
 	if err != nil {
 		return err
 	}
@@ -112,24 +127,15 @@ func (s *Server) Start(ctx context.Context) (err error) {
 	s.ingest = &ingestHandler{store: s.store, metrics: s.metrics, log: s.log, now: s.opts.Now, load: s.load}
 	s.ingest.routes.Store(routes)
 
-	if s.adminLn, err = net.Listen("tcp", cfg.Server.AdminListen); err != nil {
+	if s.adminLn, err = s.listen(cfg.Server.AdminListen, cfg.Server.AdminTLS, &s.adminCert); err != nil {
 		return fmt.Errorf("admin listener: %w", err)
 	}
-	if s.ingestLn, err = net.Listen("tcp", cfg.Server.Listen); err != nil {
+	if s.ingestLn, err = s.listen(cfg.Server.Listen, cfg.Server.TLS, &s.ingestCert); err != nil {
 		return fmt.Errorf("ingest listener: %w", err)
 	}
-	s.ingestSrv = &http.Server{
-		Handler:           s.ingest,
-		ReadHeaderTimeout: 10 * time.Second,
-		ReadTimeout:       30 * time.Second,
-		IdleTimeout:       2 * time.Minute,
-		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
-	}
-	s.adminSrv = &http.Server{
-		Handler:           s.adminHandler(),
-		ReadHeaderTimeout: 10 * time.Second,
-		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
-	}
+	s.ingestLn = netutil.LimitListener(s.ingestLn, cfg.Server.MaxConnections)
+	s.ingestSrv = s.httpServer(s.ingest, cfg.Server, ingestTimeouts)
+	s.adminSrv = s.httpServer(guardAdmin(isLoopbackListen(cfg.Server.AdminListen), s.adminHandler()), cfg.Server, adminTimeouts)
 	s.metrics.initLabels(cfg)
 	go s.serve(s.ingestSrv, s.ingestLn)
 	go s.serve(s.adminSrv, s.adminLn)
@@ -138,6 +144,71 @@ func (s *Server) Start(ctx context.Context) (err error) {
 	s.log.Info("relay started", "ingest", s.ingestLn.Addr().String(), "admin", s.adminLn.Addr().String(),
 		"storage", storageDescription(cfg.Storage), "sources", len(cfg.Sources), "sinks", len(cfg.Sinks), "rules", len(cfg.Rules))
 	return nil
+}
+
+// listenerTimeouts bound how long a client may hold a connection of a
+// listener: to send its header, its whole request, to read the answer, and
+// between requests.
+type listenerTimeouts struct {
+	header, read, write, idle time.Duration
+}
+
+var (
+	// Svix gives up on a delivery after 15 s.
+	ingestTimeouts = listenerTimeouts{header: 10 * time.Second, read: 30 * time.Second, write: 30 * time.Second, idle: 2 * time.Minute}
+	// The write timeout also bounds a CPU profile or trace (pprof refuses
+	// a longer one).
+	adminTimeouts = listenerTimeouts{header: 10 * time.Second, read: 30 * time.Second, write: 2 * time.Minute, idle: 2 * time.Minute}
+)
+
+func (s *Server) httpServer(h http.Handler, sc ServerConfig, t listenerTimeouts) *http.Server {
+	return &http.Server{
+		Handler:           h,
+		ReadHeaderTimeout: t.header,
+		ReadTimeout:       t.read,
+		WriteTimeout:      t.write,
+		IdleTimeout:       t.idle,
+		MaxHeaderBytes:    sc.MaxHeaderBytes,
+		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
+	}
+}
+
+// listen opens a listener on addr, serving TLS with cs's certificate when
+// tc is set.
+func (s *Server) listen(addr string, tc TLSConfig, cs *certSource) (net.Listener, error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil || !tc.Enabled() {
+		return ln, err
+	}
+	return tls.NewListener(ln, cs.tlsConfig()), nil
+}
+
+// readCerts reads the certificates of the listeners that serve TLS. It
+// returns a function that puts them in use: handshakes from then on use the
+// new ones, connections already open keep theirs. A listener started
+// without TLS stays without it until the next start.
+func (s *Server) readCerts(sc ServerConfig) (use func(), err error) {
+	var ingest, admin *tls.Certificate
+	var errs []error
+	if sc.TLS.Enabled() {
+		ingest, err = readCert("server.tls", sc.TLS)
+		errs = append(errs, err)
+	}
+	if sc.AdminTLS.Enabled() {
+		admin, err = readCert("server.admin_tls", sc.AdminTLS)
+		errs = append(errs, err)
+	}
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
+	}
+	return func() {
+		if ingest != nil {
+			s.ingestCert.cert.Store(ingest)
+		}
+		if admin != nil {
+			s.adminCert.cert.Store(admin)
+		}
+	}, nil
 }
 
 func (s *Server) serve(srv *http.Server, ln net.Listener) {
@@ -185,6 +256,13 @@ func (s *Server) Reload(ctx context.Context) error {
 // apply swaps in a validated config.
 func (s *Server) apply(ctx context.Context, cfg *Config) error {
 	old := s.cfg.Load()
+	if err := Refusals(cfg); err != nil {
+		return err
+	}
+	useCerts, err := s.readCerts(cfg.Server)
+	if err != nil {
+		return err
+	}
 	if cfg.Storage != old.Storage {
 		s.log.Warn("storage settings changed; they take effect at the next start")
 	}
@@ -192,7 +270,7 @@ func (s *Server) apply(ctx context.Context, cfg *Config) error {
 		s.log.Warn("server settings changed; listeners and limits take effect at the next start")
 		cfg.Server = old.Server
 	}
-	routes, err := newIngestRoutes(cfg)
+	routes, err := newIngestRoutes(cfg, s.store.maxBody())
 	if err != nil {
 		return err
 	}
@@ -205,6 +283,7 @@ func (s *Server) apply(ctx context.Context, cfg *Config) error {
 	}
 	s.ingest.routes.Store(routes)
 	s.cfg.Store(cfg)
+	useCerts()
 	s.metrics.initLabels(cfg)
 	return nil
 }
