@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -73,7 +74,7 @@ var testNow = time.Unix(1_750_000_000, 0)
 // newTestIngest returns an ingest handler with one source, "recall", that
 // accepts testSecret and oldSecret (key rotation), and a rule routing
 // transcript.failed to sink "alerts".
-func newTestIngest(t testing.TB, store Store) *ingestHandler {
+func newTestIngest(t testing.TB, store Store, more ...SourceConfig) *ingestHandler {
 	t.Helper()
 	specs := []rules.Spec{
 		{Name: "failures", When: `status == "failed"`, Sinks: []string{"alerts"}},
@@ -88,6 +89,9 @@ func newTestIngest(t testing.TB, store Store) *ingestHandler {
 		Sources: map[string]SourceConfig{"recall": {Path: "/webhooks/recall", Secrets: []sinks.Secret{testSecret, oldSecret}, Tolerance: 5 * time.Minute}},
 		Rules:   specs,
 		RuleSet: set,
+	}
+	for i, sc := range more {
+		cfg.Sources[fmt.Sprintf("more%d", i)] = sc
 	}
 	routes, err := newIngestRoutes(cfg, maxStoreMessage)
 	if err != nil {
@@ -400,20 +404,27 @@ func FuzzIngest(f *testing.F) {
 	f.Add("/webhooks/recall", "msg_1", "-99999999999999999999", "v1,", []byte(`{}`))
 	f.Add("/nope", "msg_1", ts, "v1,AAAA v1a,BBBB", []byte(`{"a":1}`))
 	f.Add("/webhooks/recall", strings.Repeat("x", 300), ts, sig, bytes.Repeat([]byte("{"), 5000))
+	f.Add("/webhooks/allowed", "10.1.2.3", ts, sig, []byte(sampleBody))
+	f.Add("/webhooks/allowed", "10.1.2.3, [2001:db8::1]:443, 192.0.2.9", ts, sig, []byte(sampleBody))
+	allowed := SourceConfig{Path: "/webhooks/allowed", Secrets: []sinks.Secret{testSecret}, Tolerance: 5 * time.Minute,
+		AllowIPs: []string{"10.0.0.0/8", "2001:db8::/32"}, TrustedProxies: []string{"192.0.2.0/24"}}
 	f.Fuzz(func(t *testing.T, path, id, tsHeader, sigHeader string, body []byte) {
 		if !strings.HasPrefix(path, "/") {
 			path = "/" + path
 		}
-		h := newTestIngest(t, &memStore{})
+		h := newTestIngest(t, &memStore{}, allowed)
 		r := httptest.NewRequest(http.MethodPost, "/", bytes.NewReader(body))
 		r.URL.Path = path
+		// httptest's peer is 192.0.2.1, a trusted proxy of the allowed
+		// source: the forwarded-for header, from the id, decides there.
+		r.Header.Set("X-Forwarded-For", id)
 		r.Header.Set("svix-id", id)
 		r.Header.Set("svix-timestamp", tsHeader)
 		r.Header.Set("svix-signature", sigHeader)
 		rec := httptest.NewRecorder()
 		h.ServeHTTP(rec, r)
 		switch rec.Code {
-		case 200, 400, 401, 404, 405, 413, 503:
+		case 200, 400, 401, 403, 404, 405, 413, 503:
 		default:
 			t.Fatalf("answered %d, not an ingest code of docs/reference.md", rec.Code)
 		}
