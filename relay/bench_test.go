@@ -70,13 +70,28 @@ func BenchmarkIngestHandler1KiB(b *testing.B) {
 	benchIngestHandler(b, body)
 }
 
+// BenchmarkIngestBadSignature is BenchmarkIngestHandler with requests
+// signed by another secret: what a flood of forged requests costs, to set
+// against BenchmarkIngestHandler (docs/benchmarks.md, Security):
+//
+//	go test -run XXX -bench 'IngestHandler$|IngestBadSignature' -benchtime 10000x -count 6 ./relay
+func BenchmarkIngestBadSignature(b *testing.B) {
+	benchIngest(b, sampleBody, "whsec_bm90LXRoZS1yZWxheXMtc2VjcmV0", http.StatusUnauthorized)
+}
+
 func benchIngestHandler(b *testing.B, sample string) {
+	benchIngest(b, sample, testSecret, http.StatusOK)
+}
+
+// benchIngest sends requests signed with secret to the ingest handler (the
+// store accepts everything at once) and expects the answer want.
+func benchIngest(b *testing.B, sample, secret string, want int) {
 	const pool = 1024
 	h := newTestIngest(b, acceptAllStore{})
 	body := []byte(sample)
 	reqs := make([]*http.Request, pool)
 	for i := range reqs {
-		reqs[i] = signed(b, testSecret, fmt.Sprintf("msg_bench%023d", i), testNow, sample, "svix")
+		reqs[i] = signed(b, secret, fmt.Sprintf("msg_bench%023d", i), testNow, sample, "svix")
 	}
 	w := &discardResponse{hdr: make(http.Header)}
 	b.SetBytes(int64(len(body)))
@@ -90,8 +105,8 @@ func benchIngestHandler(b *testing.B, sample string) {
 		clear(w.hdr)
 		w.code = 0
 		h.ServeHTTP(w, &r)
-		if w.code != http.StatusOK {
-			b.Fatalf("status %d", w.code)
+		if w.code != want {
+			b.Fatalf("status %d, want %d", w.code, want)
 		}
 	}
 }
