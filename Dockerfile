@@ -1,9 +1,11 @@
 # syntax=docker/dockerfile:1
 # Build: docker build -t relay .
-# Run:   docker run -p 8080:8080 -p 9090:9090 -v relay-data:/var/lib/relay \
-#          -v $PWD/relay.yaml:/etc/relay/relay.yaml:ro relay
-# In the container, set server.listen to ":8080", server.admin_listen to
-# ":9090" and storage.dir to /var/lib/relay (or RELAY_SERVER__ADMIN_LISTEN etc.).
+# Run:   docker run -p 8080:8080 -p 127.0.0.1:9090:9090 -v relay-data:/var/lib/relay \
+#          -e RECALL_WEBHOOK_SECRET=whsec_... -e RELAY_ADMIN_TOKEN=... relay
+#        (or mount your own config over /etc/relay/relay.yaml).
+# The image listens on every interface (:8080 ingest, :9090 admin), so relay
+# serve refuses to start on the quick-start's public demo secret or with an
+# admin listener without a token: it says which to set (README, Docker).
 
 FROM golang:1.26-bookworm AS build
 WORKDIR /src
