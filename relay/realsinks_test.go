@@ -1,13 +1,16 @@
 package relay
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -15,6 +18,7 @@ import (
 
 	svix "github.com/svix/svix-webhooks/go"
 
+	"github.com/relay-dev/relay/relay/relaytest"
 	"github.com/relay-dev/relay/sinks"
 	"github.com/relay-dev/relay/sinks/builtin"
 )
@@ -210,5 +214,109 @@ rules:
 	fresh.wait(t, 1)
 	if got := fresh.reqs[0].Header.Get("Idempotency-Key"); got != "msg_moved" {
 		t.Errorf("new URL got %q, want msg_moved", got)
+	}
+}
+
+// TestNoSecretLeavesTheRelay runs a real server whose HTTP sink's URL path
+// and query and header carry credentials and whose destination refuses
+// every request quoting them back: no log line, dead letter or admin
+// answer shows a credential, a webhook secret or a signature.
+func TestNoSecretLeavesTheRelay(t *testing.T) {
+	const (
+		pathSecret  = "T0SECRET/B0SECRET/pathcredential"
+		querySecret = "querycredential0123"
+		headerToken = "headertoken0123456789"
+	)
+	dest := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.WriteHeader(http.StatusBadRequest) // permanent: dead-lettered at once
+		fmt.Fprintf(w, "bad request to %s with %s", r.URL.String(), r.Header.Get("Authorization"))
+	}))
+	defer dest.Close()
+	var logs relaytest.LockedBuffer
+	yaml := fmt.Sprintf(`
+server:
+  listen: "127.0.0.1:0"
+  admin_listen: "127.0.0.1:0"
+storage:
+  dir: %s
+sources:
+  recall:
+    secrets: [%s]
+sinks:
+  api:
+    type: http
+    url: %s/%s?token=%s
+    headers:
+      Authorization: "Bearer %s"
+rules:
+  - name: all
+    when: "true"
+    sinks: [api]
+`, t.TempDir(), testSecret, dest.URL, pathSecret, querySecret, headerToken)
+	path := writeConfig(t, yaml)
+	cfg, err := LoadConfig(path, LoadOptions{Environ: []string{}, Registry: realRegistry()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := New(cfg, Options{Registry: realRegistry(), ConfigPath: path, Environ: []string{},
+		Logger: slog.New(slog.NewJSONHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))})
+	if err := srv.Start(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = srv.Stop(t.Context()) })
+	wh, _ := svix.NewWebhook(testSecret)
+	h := &harness{t: t, srv: srv, path: path, wh: wh}
+
+	now := time.Now()
+	sig, _ := wh.Sign("msg_leak", now, []byte(sampleBody))
+	h.mustAccept("msg_leak", sampleBody)
+	// A request with a wrong signature is logged as rejected.
+	req, _ := http.NewRequest(http.MethodPost, "http://"+srv.IngestAddr()+"/webhooks/recall", strings.NewReader(sampleBody))
+	req.Header.Set("svix-id", "msg_forged")
+	req.Header.Set("svix-timestamp", strconv.FormatInt(now.Unix(), 10))
+	req.Header.Set("svix-signature", "v1,Zm9yZ2VkLXNpZ25hdHVyZS12YWx1ZQ==")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	answer, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+
+	var dl DeadLetter
+	eventually(t, 10*time.Second, "the dead letter", func() bool {
+		dls := h.deadLetters("api")
+		return len(dls) == 1 && h.admin(http.MethodGet, "/api/v1/dlq/"+strconvU(dls[0].ID), &dl) == 200
+	})
+	var list bytes.Buffer
+	for _, p := range []string{"/api/v1/dlq", "/api/v1/dlq/" + strconvU(dl.ID)} {
+		r, err := http.Get("http://" + srv.AdminAddr() + p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(&list, r.Body)
+		r.Body.Close()
+	}
+	eventually(t, 5*time.Second, "the dead-letter log line", func() bool {
+		return strings.Contains(logs.String(), "delivery dead-lettered")
+	})
+	if !strings.Contains(logs.String(), "webhook rejected") {
+		t.Errorf("no log line for the forged request:\n%s", logs.String())
+	}
+	if !strings.Contains(dl.LastError, "400") {
+		t.Errorf("dead letter reason %q does not say what failed", dl.LastError)
+	}
+	for where, text := range map[string]string{
+		"logs":                logs.String(),
+		"dead letter (API)":   list.String(),
+		"ingest error answer": string(answer),
+	} {
+		for _, leak := range []string{
+			"T0SECRET", "pathcredential", querySecret, headerToken,
+			strings.TrimPrefix(testSecret, "whsec_"), sig, "Zm9yZ2VkLXNpZ25hdHVyZS12YWx1ZQ==",
+		} {
+			if strings.Contains(text, leak) {
+				t.Errorf("%s contain %q:\n%s", where, leak, text)
+			}
+		}
 	}
 }
