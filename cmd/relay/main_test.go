@@ -2,7 +2,9 @@ package main
 
 import (
 	"bytes"
+	"errors"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -102,5 +104,48 @@ func TestSendUsage(t *testing.T) {
 				t.Errorf("exit code: got %d, want 2 (%s)", code, stderr)
 			}
 		})
+	}
+}
+
+// TestCheckWarnsOfRefusals: a valid config that relay serve would refuse
+// (the demo secret on every interface) passes check with a warning that
+// names the key.
+func TestCheckWarnsOfRefusals(t *testing.T) {
+	t.Setenv("RECALL_WEBHOOK_SECRET", "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw")
+	t.Setenv("SLACK_WEBHOOK_URL", "https://hooks.slack.com/services/T0/B0/XXXX")
+	code, _, stderr := runCLI(t, "check", "-c", "../../configs/examples/relay.yaml")
+	if code != 0 {
+		t.Fatalf("exit code %d, want 0", code)
+	}
+	if want := "warning: relay serve refuses this config: sources.recall.secrets[0]: the quick-start's public demo secret"; !strings.Contains(stderr, want) {
+		t.Errorf("stderr %q, want it to contain %q", stderr, want)
+	}
+	t.Setenv("RECALL_WEBHOOK_SECRET", "whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD")
+	if _, _, stderr := runCLI(t, "check", "-c", "../../configs/examples/relay.yaml"); stderr != "" {
+		t.Errorf("own secret: got warnings %q, want none", stderr)
+	}
+}
+
+// TestServeRefusesUnsafeConfig runs `relay serve` on the quick-start config
+// with both listeners on every interface, as the Docker image does without
+// its secrets: it exits 1 naming both keys.
+func TestServeRefusesUnsafeConfig(t *testing.T) {
+	config, err := filepath.Abs("../../configs/relay.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(binary(t, "relay"), "serve", "-c", config)
+	cmd.Dir = t.TempDir()
+	cmd.Env = append(os.Environ(), "RELAY_SERVER__LISTEN=:0", "RELAY_SERVER__ADMIN_LISTEN=:0",
+		"RELAY_STORAGE__DIR="+t.TempDir(), "RECALL_WEBHOOK_SECRET=", "RELAY_ADMIN_TOKEN=")
+	out, err := cmd.CombinedOutput()
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() != 1 {
+		t.Fatalf("got %v, want exit 1\n%s", err, out)
+	}
+	for _, want := range []string{"server.admin_token: required", "sources.recall.secrets[0]: the quick-start's public demo secret"} {
+		if !strings.Contains(string(out), want) {
+			t.Errorf("output does not name %q:\n%s", want, out)
+		}
 	}
 }

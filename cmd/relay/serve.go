@@ -163,6 +163,11 @@ func checkCommand() *cobra.Command {
 				return errFailed
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "%s: ok (%d sources, %d sinks, %d rules)\n", configPath, len(cfg.Sources), len(cfg.Sinks), len(cfg.Rules))
+			// Valid, but relay serve would refuse to expose it like this:
+			// say so now, not at deploy time.
+			for _, e := range relay.Problems(relay.Refusals(cfg)) {
+				fmt.Fprintln(cmd.ErrOrStderr(), "warning: relay serve refuses this config:", e)
+			}
 			return nil
 		},
 	}
