@@ -57,6 +57,8 @@ type jsStore struct {
 	js     jetstream.JetStream
 	events jetstream.Stream
 	dead   jetstream.Stream
+	// history holds the history, ids and trail streams (history.go).
+	history *history
 
 	// gsync, with sync: always in embedded mode, makes each accepted event
 	// durable before Append returns, one filesystem sync per group of
@@ -218,8 +220,10 @@ func (s *jsStore) ensureStreams(ctx context.Context) error {
 	if s.events, err = s.ensureStream(ctx, events); err != nil {
 		return err
 	}
-	s.dead, err = s.ensureStream(ctx, dead)
-	return err
+	if s.dead, err = s.ensureStream(ctx, dead); err != nil {
+		return err
+	}
+	return s.ensureHistory(ctx, replicas)
 }
 
 func (s *jsStore) ensureStream(ctx context.Context, cfg jetstream.StreamConfig) (jetstream.Stream, error) {
@@ -281,6 +285,11 @@ func (s *jsStore) consumerNames(ctx context.Context) ([]string, error) {
 // acknowledgement. The message id <source>:<msg id> makes JetStream drop a
 // repeat within the dedupe window.
 func (s *jsStore) Append(ctx context.Context, e Event) (bool, error) {
+	if s.seenBefore(e.Source, e.MsgID) {
+		// Accepted before a restart: the events stream's own window
+		// remembers only the events it still holds.
+		return true, nil
+	}
 	// The header keys are in canonical form already: set the map directly
 	// rather than through Header.Set, which canonicalises each key.
 	// The source and the sender's id travel in the JetStream message id

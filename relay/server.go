@@ -45,6 +45,9 @@ type Server struct {
 	cfg    atomic.Pointer[Config]
 	store  *jsStore
 	engine *engine
+	histw  *historyWriter // copies accepted events into history
+	bg     context.CancelFunc
+	bgWG   sync.WaitGroup // background store tasks, ended by bg
 	ingest *ingestHandler
 	load   *ingestLoad // shared by ingest and the delivery workers
 	// stopLoad ends load.run; loadDone is closed when it has.
@@ -106,6 +109,13 @@ func (s *Server) Start(ctx context.Context) (err error) {
 		closeSinks(built)
 		return err
 	}
+	if s.histw, err = s.store.startHistoryWriter(ctx, s.load, s.log); err != nil {
+		closeSinks(built)
+		return err
+	}
+	bgCtx, bg := context.WithCancel(context.Background())
+	s.bg = bg
+	s.store.expireSeen(bgCtx, &s.bgWG)
 	s.engine = newEngine(s.store, s.log, s.metrics, s.opts.Now, cfg.Storage.AckWait, s.load)
 	if err := s.engine.apply(ctx, cfg, built); err != nil {
 		return err
@@ -326,6 +336,11 @@ func (s *Server) stop(ctx context.Context) error {
 		}
 	} else if s.adminLn != nil {
 		_ = s.adminLn.Close()
+	}
+	s.histw.stop()
+	if s.bg != nil {
+		s.bg()
+		s.bgWG.Wait()
 	}
 	if s.store != nil {
 		s.store.close()
