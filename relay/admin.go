@@ -33,6 +33,8 @@ func (s *Server) adminHandler() http.Handler {
 	mux.Handle("POST /api/v1/dlq/replay", s.auth(s.handleDLQReplayAll))
 	mux.Handle("DELETE /api/v1/dlq/{id}", s.auth(s.handleDLQDeleteOne))
 	mux.Handle("DELETE /api/v1/dlq", s.auth(s.handleDLQPurge))
+	mux.Handle("GET /api/v1/events", s.auth(s.handleEventsList))
+	mux.Handle("GET /api/v1/events/{id}", s.auth(s.handleEventGet))
 	// Profiling, for operators chasing CPU or memory (behind the token too).
 	mux.Handle("GET /debug/pprof/", s.auth(pprof.Index))
 	mux.Handle("GET /debug/pprof/profile", s.auth(pprof.Profile))

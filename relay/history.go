@@ -261,22 +261,36 @@ func (w *historyWriter) run(ctx context.Context) {
 	}
 }
 
-// fetch waits up to a second for events and returns up to writerBatch.
+// fetch returns up to writerBatch events: those available now, or else
+// the first to arrive within a second and those available with it.
 func (w *historyWriter) fetch(ctx context.Context) ([]jetstream.Msg, error) {
+	msgs, err := collect(w.cons.FetchNoWait(writerBatch))
+	if err != nil || len(msgs) > 0 {
+		return msgs, err
+	}
 	fctx, cancel := context.WithTimeout(ctx, time.Second)
 	defer cancel()
-	batch, err := w.cons.Fetch(writerBatch, jetstream.FetchContext(fctx))
-	if err != nil {
-		if ctx.Err() == nil && errors.Is(err, context.DeadlineExceeded) {
+	first, err := collect(w.cons.Fetch(1, jetstream.FetchContext(fctx)))
+	if err != nil || len(first) == 0 {
+		if ctx.Err() == nil && (err == nil || errors.Is(err, context.DeadlineExceeded)) {
 			return nil, nil
 		}
+		return nil, err
+	}
+	rest, err := collect(w.cons.FetchNoWait(writerBatch - 1))
+	return append(first, rest...), err
+}
+
+// collect reads a fetched batch; running out of time is no error.
+func collect(batch jetstream.MessageBatch, err error) ([]jetstream.Msg, error) {
+	if err != nil {
 		return nil, err
 	}
 	var msgs []jetstream.Msg
 	for m := range batch.Messages() {
 		msgs = append(msgs, m)
 	}
-	if err := batch.Error(); err != nil && !errors.Is(err, nats.ErrTimeout) && !errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, context.Canceled) {
+	if err := batch.Error(); err != nil && !errors.Is(err, nats.ErrTimeout) && !errors.Is(err, context.DeadlineExceeded) {
 		return msgs, err
 	}
 	return msgs, nil
