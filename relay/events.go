@@ -337,14 +337,18 @@ func (s *jsStore) findEvent(ctx context.Context, id uint64) (StoredEvent, error)
 	return e, nil
 }
 
-// addTrail fills e.Sinks from the trail.
+// addTrail fills e.Sinks from the trail: every sink it was routed to
+// (pending until an attempt is recorded) and every sink a replay sent it to.
 func (s *jsStore) addTrail(ctx context.Context, e *StoredEvent) error {
+	recorded, err := s.history.trail.all(ctx, s, e.Source, e.MsgID)
+	if err != nil {
+		return err
+	}
 	e.Sinks = make(map[string]SinkTrail, len(e.route))
 	for sink := range e.route {
-		st, err := s.history.trail.get(ctx, e.Source, e.MsgID, sink)
-		if err != nil {
-			return err
-		}
+		e.Sinks[sink] = SinkTrail{Status: StatusPending}
+	}
+	for sink, st := range recorded {
 		e.Sinks[sink] = st
 	}
 	return nil
@@ -360,3 +364,62 @@ func payloadJSON(body []byte) json.RawMessage {
 }
 
 func isNotFound(err error) bool { return errors.Is(err, jetstream.ErrMsgNotFound) }
+
+// eachEvent calls fn for every stored event q selects (its limit and
+// cursor aside), oldest first: history, then the events not yet copied into
+// it. It stops at fn's first error and returns it.
+func (s *jsStore) eachEvent(ctx context.Context, q eventQuery, fn func(StoredEvent) error) error {
+	info, err := s.history.hist.Info(ctx)
+	if err != nil {
+		return err
+	}
+	seq, last := info.State.FirstSeq, info.State.LastSeq
+	if !q.since.IsZero() {
+		m, err := s.directGet(ctx, historyStream, 0, q.since)
+		switch {
+		case errors.Is(err, ErrNotFound):
+			seq = last + 1
+		case err != nil:
+			return err
+		default:
+			seq = max(seq, m.Seq)
+		}
+	}
+	var lastID uint64
+	for info.State.Msgs > 0 && seq <= last {
+		var fnErr error
+		next, err := s.directBatch(ctx, historyStream, seq, scanChunk, func(m *storedMsg) bool {
+			e, ok := eventFromHistory(m)
+			if !ok || m.Seq > last {
+				return m.Seq <= last
+			}
+			lastID = max(lastID, e.ID)
+			if q.selects(&e) {
+				fnErr = fn(e)
+			}
+			return fnErr == nil
+		})
+		if err != nil {
+			return err
+		}
+		if fnErr != nil {
+			return fnErr
+		}
+		if next == 0 {
+			break
+		}
+		seq = next
+	}
+	tail, err := s.uncopiedEvents(ctx)
+	if err != nil {
+		return err
+	}
+	for _, e := range tail {
+		if e.ID > lastID && q.selects(&e) {
+			if err := fn(e); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}

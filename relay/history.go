@@ -104,7 +104,7 @@ func (s *jsStore) ensureHistory(ctx context.Context, replicas int) error {
 		sts = append(sts, st)
 	}
 	h.hist, h.ids = sts[0], sts[1]
-	h.trail = &trail{nc: s.nc, st: sts[2]}
+	h.trail = &trail{nc: s.nc}
 	s.history = h
 	if err := s.loadSeen(ctx); err != nil {
 		return fmt.Errorf("read the ids of the dedupe window: %w", err)

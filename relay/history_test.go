@@ -2,12 +2,15 @@ package relay
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"net/url"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -208,4 +211,185 @@ func (h *harness) adminRaw(method, path string) (int, string) {
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(resp.Body)
 	return resp.StatusCode, string(b)
+}
+
+// TestEventsReplayBackfills: a replay delivers the stored events a where
+// selects to one sink, through its queue, with the event's message id;
+// a dry run sends nothing.
+func TestEventsReplayBackfills(t *testing.T) {
+	tr := &testRegistry{}
+	recA, recB := newRecorder(), newRecorder()
+	tr.set("a", recA.send)
+	tr.set("b", recB.send)
+	h := startHarness(t, tr, testServerConfig(t.TempDir(), failuresOnly))
+	h.mustAccept("msg_1", sampleBody)
+	h.mustAccept("msg_2", `{"event":"recording.done"}`)
+	h.mustAccept("msg_3", sampleBody)
+	recA.wait(t, 10*time.Second)
+	recA.wait(t, 10*time.Second)
+
+	var rep ReplayReport
+	if code := h.admin("POST", "/api/v1/events/replay?sink=b&dry_run=true&where="+url.QueryEscape(`status == "failed"`), &rep); code != 200 {
+		t.Fatalf("dry run: %d", code)
+	}
+	if !rep.DryRun || rep.Matched != 2 || len(rep.IDs) != 2 {
+		t.Errorf("dry run: %+v", rep)
+	}
+	recB.none(t, 200*time.Millisecond)
+	if code := h.admin("POST", "/api/v1/events/replay?sink=b&where="+url.QueryEscape(`status == "failed"`), &rep); code != 200 {
+		t.Fatalf("replay: %d", code)
+	}
+	var got []string
+	for range 2 {
+		d := recB.wait(t, 10*time.Second)
+		if d.Attempt != 1 || !slices.Equal(d.Rules, []string{"failures"}) {
+			t.Errorf("replayed %s attempt %d rules %v", d.MsgID, d.Attempt, d.Rules)
+		}
+		got = append(got, d.MsgID)
+	}
+	if slices.Sort(got); !slices.Equal(got, []string{"msg_1", "msg_3"}) {
+		t.Errorf("replayed %v", got)
+	}
+	recB.none(t, 200*time.Millisecond)
+	recA.none(t, 0)
+	// The trail shows the backfilled sink.
+	eventually(t, 10*time.Second, "b in msg_1's trail", func() bool {
+		var e StoredEvent
+		h.admin("GET", "/api/v1/events/"+strconvU(rep.IDs[0]), &e)
+		return e.Sinks["b"].Status == StatusDelivered && e.Sinks["a"].Status == StatusDelivered
+	})
+	for _, tt := range []struct {
+		query string
+		code  int
+	}{
+		{"sink=nope&where=true", 409},
+		{"where=true", 400},
+		{"sink=b", 400},
+		{"sink=b&where=" + url.QueryEscape("sink == 1"), 400},
+	} {
+		if code, body := h.adminRaw("POST", "/api/v1/events/replay?"+tt.query); code != tt.code {
+			t.Errorf("%s: %d %s, want %d", tt.query, code, body, tt.code)
+		}
+	}
+}
+
+// TestDeadLettersWhere: list, replay and purge take a where over the event,
+// the sink, the error and the attempts.
+func TestDeadLettersWhere(t *testing.T) {
+	tr := &testRegistry{}
+	var fail atomic.Bool
+	fail.Store(true)
+	tr.set("a", func(_ context.Context, d sinks.Delivery) error {
+		if fail.Load() {
+			return sinks.Permanent(errors.New("gone: " + d.MsgID))
+		}
+		return nil
+	})
+	h := startHarness(t, tr, testServerConfig(t.TempDir(), failuresOnly))
+	h.mustAccept("msg_1", sampleBody)
+	h.mustAccept("msg_2", strings.Replace(sampleBody, "zoom_captions_failure", "other", 1))
+	h.mustAccept("msg_3", sampleBody)
+	var page struct {
+		DeadLetters []DeadLetter `json:"dead_letters"`
+	}
+	eventually(t, 10*time.Second, "three dead letters", func() bool {
+		return h.admin("GET", "/api/v1/dlq", &page) == 200 && len(page.DeadLetters) == 3
+	})
+	list := func(where string) []string {
+		t.Helper()
+		if code := h.admin("GET", "/api/v1/dlq?where="+url.QueryEscape(where), &page); code != 200 {
+			t.Fatalf("%s: %d", where, code)
+		}
+		var ids []string
+		for _, d := range page.DeadLetters {
+			ids = append(ids, d.MsgID)
+		}
+		return ids
+	}
+	if got := list(`sub_code == "other"`); !slices.Equal(got, []string{"msg_2"}) {
+		t.Errorf("where sub_code: %v", got)
+	}
+	if got := list(`sink == "a" && attempts == 1 && last_error contains "msg_3" && "failures" in rules`); !slices.Equal(got, []string{"msg_3"}) {
+		t.Errorf("where sink, attempts, last_error, rules: %v", got)
+	}
+	if code, body := h.adminRaw("GET", "/api/v1/dlq?where="+url.QueryEscape("attempts == \"x\"")); code != 400 || !strings.Contains(body, "where: invalid operation") {
+		t.Errorf("bad where: %d %s", code, body)
+	}
+	fail.Store(false)
+	var replayed struct {
+		Replayed []uint64 `json:"replayed"`
+	}
+	if code := h.admin("POST", "/api/v1/dlq/replay?where="+url.QueryEscape(`msg_id == "msg_1"`), &replayed); code != 200 || len(replayed.Replayed) != 1 {
+		t.Fatalf("replay where: %d %+v", code, replayed)
+	}
+	var purged struct {
+		Purged int `json:"purged"`
+	}
+	if code := h.admin("DELETE", "/api/v1/dlq?where="+url.QueryEscape(`msg_id == "msg_2"`), &purged); code != 200 || purged.Purged != 1 {
+		t.Fatalf("purge where: %d %+v", code, purged)
+	}
+	eventually(t, 10*time.Second, "msg_3 left alone", func() bool {
+		got := list("true")
+		return slices.Equal(got, []string{"msg_3"})
+	})
+}
+
+// TestBacktest compares the stored routing with a candidate's, per rule and
+// per sink, with example ids.
+func TestBacktest(t *testing.T) {
+	h := startHarness(t, nil, testServerConfig(t.TempDir(), twoRules))
+	h.mustAccept("msg_1", sampleBody)                        // failures, everything
+	h.mustAccept("msg_2", `{"event":"recording.done"}`)      // everything
+	h.mustAccept("msg_3", `{"event":"bot.fatal","data":{}}`) // everything
+	waitCopied(t, h.srv, 3)
+	post := func(req BacktestRequest, query string) (*BacktestReport, int, string) {
+		t.Helper()
+		b, _ := json.Marshal(req)
+		resp, err := http.Post("http://"+h.srv.AdminAddr()+"/api/v1/backtest?"+query, "application/json", strings.NewReader(string(b)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		var rep BacktestReport
+		_ = json.Unmarshal(body, &rep)
+		return &rep, resp.StatusCode, string(body)
+	}
+	same := BacktestRequest{Rules: []BacktestRule{
+		{Name: "failures", When: `status == "failed"`, Sinks: []string{"a"}},
+		{Name: "everything", When: "true", Sinks: []string{"a", "b"}},
+	}}
+	rep, code, body := post(same, "")
+	if code != 200 || rep.Events != 3 || rep.Changed != 0 || rep.Rules["everything"].Before != 3 || rep.Sinks["a"].After != 3 {
+		t.Fatalf("same rules: %d %s", code, body)
+	}
+	cand := BacktestRequest{Rules: []BacktestRule{
+		{Name: "failures", When: `status == "failed" || event == "bot.fatal"`, Sinks: []string{"a", "c"}},
+		{Name: "done", When: `status == "done"`, Sinks: []string{"b"}},
+	}}
+	rep, _, body = post(cand, "")
+	if rep.Changed != 3 || len(rep.Examples) != 3 {
+		t.Errorf("changed: %s", body)
+	}
+	ids := func(c *BacktestCount) string { return fmt.Sprint(c.Before, c.After, len(c.Gained), len(c.Lost)) }
+	for name, want := range map[string]string{"everything": "3 0 0 3", "failures": "1 2 1 0", "done": "0 1 1 0"} {
+		if got := ids(rep.Rules[name]); got != want {
+			t.Errorf("rule %s: %s, want %s", name, got, want)
+		}
+	}
+	for name, want := range map[string]string{"a": "3 2 0 1", "b": "3 1 0 2", "c": "0 2 2 0"} {
+		if got := ids(rep.Sinks[name]); got != want {
+			t.Errorf("sink %s: %s, want %s", name, got, want)
+		}
+	}
+	rep, _, body = post(cand, "where="+url.QueryEscape(`event == "recording.done"`))
+	if rep.Events != 1 || rep.Changed != 1 {
+		t.Errorf("with where: %s", body)
+	}
+	if _, code, body := post(cand, "where="+url.QueryEscape(`evnt == 1`)); code != 400 || !strings.Contains(body, "where: unknown name evnt") {
+		t.Errorf("bad where: %d %s", code, body)
+	}
+	if _, code, body := post(BacktestRequest{Rules: []BacktestRule{{Name: "x", When: "sub_cod", Sinks: []string{"a"}}}}, ""); code != 400 || !strings.Contains(body, "unknown name sub_cod") {
+		t.Errorf("bad candidate: %d %s", code, body)
+	}
 }

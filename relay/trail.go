@@ -4,11 +4,10 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/json"
-	"errors"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/relay-dev/relay/sinks"
 )
@@ -64,7 +63,6 @@ func trailKey(source, msgID, sink string) string {
 // trail writes and reads the delivery trail.
 type trail struct {
 	nc *nats.Conn
-	st jetstream.Stream
 }
 
 // record notes the outcome of an attempt at delivering d to sink: status,
@@ -78,26 +76,30 @@ func (t *trail) record(sink string, d sinks.Delivery, status string, attemptErr 
 	_ = t.nc.Publish(trailSubject+trailKey(d.Source, d.MsgID, sink), b)
 }
 
-// get returns sink's trail for source's msgID: pending when nothing was
-// recorded.
-func (t *trail) get(ctx context.Context, source, msgID, sink string) (SinkTrail, error) {
-	st := SinkTrail{Status: StatusPending}
+// all returns the trail of every sink recorded for source's msgID.
+func (t *trail) all(ctx context.Context, s *jsStore, source, msgID string) (map[string]SinkTrail, error) {
+	out := map[string]SinkTrail{}
 	if t == nil {
-		return st, nil
+		return out, nil
 	}
-	m, err := t.st.GetLastMsgForSubject(ctx, trailSubject+trailKey(source, msgID, sink))
-	if errors.Is(err, jetstream.ErrMsgNotFound) {
-		return st, nil
-	}
-	if err != nil {
-		return st, err
-	}
+	prefix := trailSubject + trailKey(source, msgID, "")
+	err := s.directLastFor(ctx, trailStream, prefix+"*", 1000, func(m *storedMsg) bool {
+		if st, ok := decodeTrail(m.Data); ok {
+			out[strings.TrimPrefix(m.Subject, prefix)] = st
+		}
+		return true
+	})
+	return out, err
+}
+
+// decodeTrail reads a stored trail record.
+func decodeTrail(data []byte) (SinkTrail, bool) {
 	var r trailRecord
-	if json.Unmarshal(m.Data, &r) != nil || r.Status == "" {
-		return st, nil
+	if json.Unmarshal(data, &r) != nil || r.Status == "" {
+		return SinkTrail{}, false
 	}
 	at := r.At
-	return SinkTrail{Status: r.Status, Attempts: r.Attempts, LastError: r.LastError, LastAttemptAt: &at}, nil
+	return SinkTrail{Status: r.Status, Attempts: r.Attempts, LastError: r.LastError, LastAttemptAt: &at}, true
 }
 
 // recordTrail notes the settled outcome of an attempt at delivering d to
