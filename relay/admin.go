@@ -78,6 +78,10 @@ func (s *Server) handleReady(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusServiceUnavailable, errorBody("store unavailable"))
 		return
 	}
+	if s.store.storeFull() {
+		writeJSON(w, http.StatusServiceUnavailable, errorBody("store full"))
+		return
+	}
 	writeJSON(w, http.StatusOK, []byte(`{"status":"ready"}`+"\n"))
 }
 

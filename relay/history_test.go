@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/url"
 	"slices"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -392,4 +393,208 @@ func TestBacktest(t *testing.T) {
 	if _, code, body := post(BacktestRequest{Rules: []BacktestRule{{Name: "x", When: "sub_cod", Sinks: []string{"a"}}}}, ""); code != 400 || !strings.Contains(body, "unknown name sub_cod") {
 		t.Errorf("bad candidate: %d %s", code, body)
 	}
+}
+
+// historyConfig is a config with sinks a and b (fake), retries that go on
+// for an hour, and extra storage keys.
+func historyServerConfig(dir, storage, rules string) string {
+	return fmt.Sprintf(`
+server:
+  listen: "127.0.0.1:0"
+  admin_listen: "127.0.0.1:0"
+  shutdown_grace: 5s
+storage:
+  dir: %s
+  sync: 1s
+  ack_wait: 5s
+%s
+sources:
+  recall:
+    secrets: [%s]
+retry:
+  max_attempts: 100000
+  initial_interval: 20ms
+  max_interval: 100ms
+  max_age: 1h
+sinks:
+  a:
+    type: fake
+  b:
+    type: fake
+%s`, dir, storage, testSecret, rules)
+}
+
+// switchSink is a fake sink that fails (retryably) while down.
+type switchSink struct {
+	down atomic.Bool
+	rec  *recorder
+}
+
+func newSwitchSink(down bool) *switchSink {
+	s := &switchSink{rec: newRecorder()}
+	s.down.Store(down)
+	return s
+}
+
+func (s *switchSink) send(ctx context.Context, d sinks.Delivery) error {
+	if s.down.Load() {
+		return errors.New("sink down")
+	}
+	return s.rec.send(ctx, d)
+}
+
+func listIDs(t *testing.T, h *harness) []string {
+	t.Helper()
+	var p eventsPage
+	if code := h.admin("GET", "/api/v1/events?limit=1000", &p); code != 200 {
+		t.Fatalf("list: %d", code)
+	}
+	var ids []string
+	for _, e := range p.Events {
+		ids = append(ids, e.MsgID)
+	}
+	return ids
+}
+
+// TestHistoryKeepsUndelivered: an event whose sink is down for longer than
+// storage.history stays (in history too) and is delivered when the sink
+// returns; delivered events leave history after storage.history.
+func TestHistoryKeepsUndelivered(t *testing.T) {
+	tr := &testRegistry{}
+	a, b := newSwitchSink(true), newSwitchSink(false)
+	tr.set("a", a.send)
+	tr.set("b", b.send)
+	h := startHarness(t, tr, historyServerConfig(t.TempDir(), "  history: 1s", `
+rules:
+  - {name: to-a, when: 'event == "a"', sinks: [a]}
+  - {name: to-b, when: 'event == "b"', sinks: [b]}
+`))
+	h.mustAccept("msg_nowhere", `{"event":"x"}`)
+	h.mustAccept("msg_a", `{"event":"a"}`)
+	h.mustAccept("msg_b", `{"event":"b"}`)
+	b.rec.wait(t, 10*time.Second)
+	time.Sleep(3 * time.Second) // three times storage.history
+	if got := listIDs(t, h); !slices.Equal(got, []string{"msg_b", "msg_a"}) {
+		t.Fatalf("after storage.history with a down: %v, want msg_b (newest) and msg_a (undelivered)", got)
+	}
+	var e StoredEvent
+	h.admin("GET", "/api/v1/events/2", &e)
+	if st := e.Sinks["a"]; st.Status != StatusRetrying || st.Attempts < 2 || st.LastError != "sink down" {
+		t.Errorf("a's trail while down: %+v", st)
+	}
+	a.down.Store(false)
+	if d := a.rec.wait(t, 10*time.Second); d.MsgID != "msg_a" {
+		t.Fatalf("delivered %s", d.MsgID)
+	}
+	eventually(t, 10*time.Second, "msg_a out of history once delivered", func() bool {
+		return slices.Equal(listIDs(t, h), []string{"msg_b"})
+	})
+	a.rec.none(t, 200*time.Millisecond)
+	// Its id is still a duplicate.
+	if code, answer := h.post("msg_a", `{"event":"a"}`); code != 200 || !strings.Contains(answer, "duplicate") {
+		t.Errorf("msg_a again: %d %s", code, answer)
+	}
+}
+
+// padded is an event of about n bytes.
+func padded(event string, n int) string {
+	return fmt.Sprintf(`{"event":%q,"pad":%q}`, event, strings.Repeat("x", n))
+}
+
+// TestStoreFull: history is given up first; only when what is left is
+// undelivered does ingest answer 503 with Retry-After, and /readyz 503
+// naming the reason; both recover once deliveries free space.
+func TestStoreFull(t *testing.T) {
+	tr := &testRegistry{}
+	a := newSwitchSink(false)
+	tr.set("a", a.send)
+	h := startHarness(t, tr, historyServerConfig(t.TempDir(), "  max_bytes: 128KiB", `
+rules:
+  - {name: to-a, when: "true", sinks: [a]}
+`))
+	if got := metricValue(h, "relay_store_max_bytes"); got != 128<<10 {
+		t.Errorf("relay_store_max_bytes: %v", got)
+	}
+	// Delivered events: history makes room, ingest never refuses.
+	for i := range 120 {
+		h.mustAccept(fmt.Sprintf("msg_d%d", i), padded("delivered", 2000))
+		time.Sleep(15 * time.Millisecond)
+	}
+	eventually(t, 10*time.Second, "history given up early", func() bool { return metricValue(h, "relay_history_evicted_total") > 0 })
+	if n := metricValue(h, "relay_history_events"); n < 1 || n >= 120 {
+		t.Errorf("relay_history_events: %v", n)
+	}
+	if b := metricValue(h, "relay_store_bytes"); b <= 0 || b > 128<<10 {
+		t.Errorf("relay_store_bytes: %v", b)
+	}
+
+	// Undelivered events fill it: 503 with Retry-After, and /readyz.
+	a.down.Store(true)
+	var full bool
+	for i := 0; i < 400 && !full; i++ {
+		code, answer := h.postRaw(fmt.Sprintf("msg_u%d", i), padded("undelivered", 2000))
+		switch {
+		case code == 503:
+			if answer.Header.Get("Retry-After") == "" || !strings.Contains(answer.body, "store full") {
+				t.Fatalf("503 without Retry-After or reason: %v %s", answer.Header, answer.body)
+			}
+			full = true
+		case code != 200:
+			t.Fatalf("post: %d %s", code, answer.body)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if !full {
+		t.Fatal("never full")
+	}
+	if code, body := h.adminRaw("GET", "/readyz"); code != 503 || !strings.Contains(body, "store full") {
+		t.Errorf("readyz while full: %d %s", code, body)
+	}
+	// The sink returns: everything is delivered, and both recover.
+	a.down.Store(false)
+	eventually(t, 20*time.Second, "ready again", func() bool {
+		code, _ := h.adminRaw("GET", "/readyz")
+		return code == 200
+	})
+	h.mustAccept("msg_after", padded("after", 100))
+}
+
+// rawAnswer is an ingest answer with its header.
+type rawAnswer struct {
+	http.Header
+	body string
+}
+
+// postRaw is post, with the answer's header.
+func (h *harness) postRaw(id, body string) (int, rawAnswer) {
+	h.t.Helper()
+	now := time.Now()
+	sig, _ := h.wh.Sign(id, now, []byte(body))
+	req, _ := http.NewRequest(http.MethodPost, "http://"+h.srv.IngestAddr()+"/webhooks/recall", strings.NewReader(body))
+	req.Header.Set("svix-id", id)
+	req.Header.Set("svix-timestamp", strconv.FormatInt(now.Unix(), 10))
+	req.Header.Set("svix-signature", sig)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, rawAnswer{resp.Header, string(b)}
+}
+
+// metricValue reads an unlabelled metric from the admin listener's
+// /metrics (-1 when absent).
+func metricValue(h *harness, name string) float64 {
+	h.t.Helper()
+	_, body := h.adminRaw("GET", "/metrics")
+	for _, line := range strings.Split(body, "\n") {
+		if v, ok := strings.CutPrefix(line, name+" "); ok {
+			f, err := strconv.ParseFloat(v, 64)
+			if err == nil {
+				return f
+			}
+		}
+	}
+	return -1
 }

@@ -11,6 +11,7 @@ import (
 	"os"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
@@ -59,6 +60,9 @@ type jsStore struct {
 	dead   jetstream.Stream
 	// history holds the history, ids and trail streams (history.go).
 	history *history
+	// full is set by the store guard while nothing more may be stored
+	// (storeguard.go).
+	full atomic.Bool
 
 	// gsync, with sync: always in embedded mode, makes each accepted event
 	// durable before Append returns, one filesystem sync per group of
@@ -289,6 +293,9 @@ func (s *jsStore) Append(ctx context.Context, e Event) (bool, error) {
 		// Accepted before a restart: the events stream's own window
 		// remembers only the events it still holds.
 		return true, nil
+	}
+	if s.full.Load() {
+		return false, ErrStoreFull
 	}
 	// The header keys are in canonical form already: set the map directly
 	// rather than through Header.Set, which canonicalises each key.

@@ -25,6 +25,11 @@ type Metrics struct {
 	// Deliveries giving way to a busy ingest (server.ingest_priority).
 	Yielding   *prometheus.GaugeVec
 	YieldTotal *prometheus.CounterVec
+	// The store's size against storage.max_bytes, and history.
+	StoreBytes     prometheus.Gauge
+	StoreMaxBytes  prometheus.Gauge
+	HistoryEvents  prometheus.Gauge
+	HistoryEvicted prometheus.Counter
 }
 
 // NewMetrics creates and registers every metric listed in docs/reference.md,
@@ -90,12 +95,29 @@ func NewMetrics() *Metrics {
 			Name: "relay_delivery_yield_seconds_total",
 			Help: "Time deliveries spent waiting for a busy ingest to ease (server.ingest_priority), by sink.",
 		}, []string{"sink"}),
+		StoreBytes: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "relay_store_bytes",
+			Help: "Bytes the store holds: undelivered events, history, dead letters, dedupe ids and the delivery trail.",
+		}),
+		StoreMaxBytes: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "relay_store_max_bytes",
+			Help: "storage.max_bytes: at 90% of it history is given up early, at 100% ingest answers 503.",
+		}),
+		HistoryEvents: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "relay_history_events",
+			Help: "Events in history (storage.history).",
+		}),
+		HistoryEvicted: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "relay_history_evicted_total",
+			Help: "Delivered events that left history before storage.history because the store neared storage.max_bytes.",
+		}),
 	}
 	m.Registry.MustRegister(
 		m.IngestRequests, m.IngestRejected, m.EventsAccepted, m.RuleMatches, m.RuleErrors,
 		m.Deliveries, m.DeliveryDuration, m.DeadLetters, m.PendingDeliveries,
 		m.ConfigReloadOK, m.ConfigReloadTime, m.IngestStoreLatency,
 		m.Yielding, m.YieldTotal,
+		m.StoreBytes, m.StoreMaxBytes, m.HistoryEvents, m.HistoryEvicted,
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	)

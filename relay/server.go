@@ -116,6 +116,7 @@ func (s *Server) Start(ctx context.Context) (err error) {
 	bgCtx, bg := context.WithCancel(context.Background())
 	s.bg = bg
 	s.store.expireSeen(bgCtx, &s.bgWG)
+	s.store.startGuard(bgCtx, &s.bgWG, s.log, s.metrics, s.opts.Now)
 	s.engine = newEngine(s.store, s.log, s.metrics, s.opts.Now, cfg.Storage.AckWait, s.load)
 	if err := s.engine.apply(ctx, cfg, built); err != nil {
 		return err

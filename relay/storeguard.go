@@ -1,0 +1,322 @@
+package relay
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// ErrStoreFull is returned by Append while what the store holds is at
+// storage.max_bytes and none of it may be given up: undelivered events,
+// dead letters and the ids of the dedupe window.
+var ErrStoreFull = errors.New("store full")
+
+// The store guard keeps what the store holds within storage.history and
+// storage.max_bytes. Once a second it:
+//
+//   - trims history of the events received before storage.history, but
+//     never past the oldest event still undelivered (it is in the events
+//     stream until every sink it was routed to has delivered or
+//     dead-lettered it), nor the newest copy (the history writer resumes
+//     after it);
+//   - when the store holds more than evictAbove of max_bytes, trims the
+//     oldest delivered events from history early until it holds evictTo of
+//     it, counting them in relay_history_evicted_total (first a range, then,
+//     past an old undelivered event, one copy at a time);
+//   - marks the store full when it still holds max_bytes, and not full once
+//     it holds less than roomAgain of it: while full, Append refuses new
+//     events and the readiness check fails, naming the reason.
+//
+// Ids stay for the dedupe window whatever history gives up: they are in
+// RELAY_IDS and in the events stream's own window.
+const (
+	evictAbove = 0.90
+	evictTo    = 0.80
+	roomAgain  = 0.95
+	// deleteScan bounds the copies one pass looks at one by one.
+	deleteScan = 20000
+)
+
+type storeGuard struct {
+	store   *jsStore
+	log     *slog.Logger
+	metrics *Metrics
+	now     func() time.Time
+	every   time.Duration
+
+	evicting  bool // an eviction episode is under way (logged once)
+	loggedErr bool
+}
+
+// startGuard runs the store guard until ctx is done.
+func (s *jsStore) startGuard(ctx context.Context, wg *sync.WaitGroup, log *slog.Logger, m *Metrics, now func() time.Time) {
+	g := &storeGuard{store: s, log: log.With("component", "store"), metrics: m, now: now, every: time.Second}
+	m.StoreMaxBytes.Set(float64(s.cfg.MaxBytes))
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		t := time.NewTicker(g.every)
+		defer t.Stop()
+		for {
+			g.pass(ctx)
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+			}
+		}
+	}()
+}
+
+// storeUsage is what the relay's streams hold.
+type storeUsage struct {
+	bytes       uint64
+	historyMsgs uint64
+	hist        *jetstream.StreamInfo
+}
+
+func (s *jsStore) usage(ctx context.Context) (storeUsage, error) {
+	var u storeUsage
+	for _, st := range []jetstream.Stream{s.events, s.dead, s.history.hist, s.history.ids} {
+		info, err := st.Info(ctx)
+		if err != nil {
+			return u, err
+		}
+		u.bytes += info.State.Bytes
+		if info.Config.Name == historyStream {
+			u.hist, u.historyMsgs = info, info.State.Msgs
+		}
+	}
+	info, err := s.js.Stream(ctx, trailStream)
+	if err != nil {
+		return u, err
+	}
+	u.bytes += info.CachedInfo().State.Bytes
+	return u, nil
+}
+
+// pass is one round of the guard.
+func (g *storeGuard) pass(ctx context.Context) {
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	if err := g.trim(ctx); err != nil && ctx.Err() == nil {
+		if !g.loggedErr {
+			g.log.Warn("cannot check or trim the store; will retry", "err", err)
+		}
+		g.loggedErr = true
+		return
+	}
+	g.loggedErr = false
+}
+
+func (g *storeGuard) trim(ctx context.Context) error {
+	s, max := g.store, float64(g.store.cfg.MaxBytes)
+	u, err := s.usage(ctx)
+	if err != nil {
+		return err
+	}
+	safe, err := g.safeSeq(ctx, u.hist)
+	if err != nil {
+		return err
+	}
+	// By age.
+	if n, err := g.trimOlderThan(ctx, u.hist, safe); err != nil {
+		return err
+	} else if n > 0 {
+		if u, err = s.usage(ctx); err != nil {
+			return err
+		}
+	}
+	// By size.
+	if max > 0 && float64(u.bytes) > evictAbove*max {
+		if !g.evicting {
+			g.log.Warn("store nearly full: the oldest delivered events leave history early",
+				"bytes", u.bytes, "max_bytes", uint64(max), "history_events", u.historyMsgs)
+			g.evicting = true
+		}
+		if err := g.evict(ctx, u, safe, uint64(float64(u.bytes)-evictTo*max)); err != nil {
+			return err
+		}
+		if u, err = s.usage(ctx); err != nil {
+			return err
+		}
+	} else if g.evicting && float64(u.bytes) < evictTo*max {
+		g.log.Info("store below its eviction mark: history is kept for storage.history again", "bytes", u.bytes)
+		g.evicting = false
+	}
+	g.metrics.StoreBytes.Set(float64(u.bytes))
+	g.metrics.HistoryEvents.Set(float64(u.historyMsgs))
+	g.setFull(max > 0 && float64(u.bytes) >= max, max > 0 && float64(u.bytes) < roomAgain*max, u.bytes)
+	return nil
+}
+
+// setFull marks the store full or not, logging each change.
+func (g *storeGuard) setFull(full, room bool, bytes uint64) {
+	switch {
+	case full && !g.store.full.Load():
+		g.store.full.Store(true)
+		g.log.Error("store full: refusing new events (503) until deliveries free space; only undelivered events, dead letters and dedupe ids are left",
+			"bytes", bytes, "max_bytes", uint64(g.store.cfg.MaxBytes))
+	case room && g.store.full.Load():
+		g.store.full.Store(false)
+		g.log.Info("store has room again: accepting events", "bytes", bytes)
+	}
+}
+
+// safeSeq is the history sequence history may be trimmed up to (not
+// including): the copy of the oldest event still in the events stream, and
+// at most the newest copy.
+func (g *storeGuard) safeSeq(ctx context.Context, hist *jetstream.StreamInfo) (uint64, error) {
+	safe := hist.State.LastSeq // keep the newest copy: the writer resumes after it
+	oldest, err := g.store.oldestUndelivered(ctx)
+	if err != nil {
+		return 0, err
+	}
+	if oldest != 0 {
+		b, err := g.store.historyLowerBound(ctx, oldest)
+		if err != nil {
+			return 0, err
+		}
+		safe = min(safe, b)
+	}
+	return safe, nil
+}
+
+// oldestUndelivered is the id of the oldest event the events stream still
+// holds (0: none).
+func (s *jsStore) oldestUndelivered(ctx context.Context) (uint64, error) {
+	var oldest uint64
+	for _, subj := range []string{routedSubject + ">", eventsSubject + ">"} {
+		m, err := s.events.GetMsg(ctx, 1, jetstream.WithGetMsgSubject(subj))
+		if isNotFound(err) {
+			continue
+		}
+		if err != nil {
+			return 0, err
+		}
+		if oldest == 0 || m.Sequence < oldest {
+			oldest = m.Sequence
+		}
+	}
+	return oldest, nil
+}
+
+// trimOlderThan drops the copies received before storage.history, below
+// safe, and returns how many it dropped.
+func (g *storeGuard) trimOlderThan(ctx context.Context, hist *jetstream.StreamInfo, safe uint64) (uint64, error) {
+	if hist.State.Msgs == 0 {
+		return 0, nil
+	}
+	cut := safe
+	m, err := g.store.directGet(ctx, historyStream, 0, g.now().Add(-g.store.cfg.History))
+	switch {
+	case errors.Is(err, ErrNotFound): // every copy is older
+	case err != nil:
+		return 0, err
+	default:
+		cut = min(cut, m.Seq)
+	}
+	return g.purgeBelow(ctx, hist, cut)
+}
+
+// purgeBelow drops every copy below seq.
+func (g *storeGuard) purgeBelow(ctx context.Context, hist *jetstream.StreamInfo, seq uint64) (uint64, error) {
+	if seq <= hist.State.FirstSeq {
+		return 0, nil
+	}
+	if err := g.store.history.hist.Purge(ctx, jetstream.WithPurgeSequence(seq)); err != nil {
+		return 0, err
+	}
+	info, err := g.store.history.hist.Info(ctx)
+	if err != nil {
+		return 0, err
+	}
+	n := hist.State.Msgs - min(hist.State.Msgs, info.State.Msgs)
+	*hist = *info
+	return n, nil
+}
+
+// evict gives up about free bytes of history, oldest delivered events
+// first, below safe by range and past it copy by copy.
+func (g *storeGuard) evict(ctx context.Context, u storeUsage, safe, free uint64) error {
+	hist := u.hist
+	if hist.State.Msgs == 0 {
+		return nil
+	}
+	per := max(hist.State.Bytes/hist.State.Msgs, 1)
+	want := free/per + 1
+	n, err := g.purgeBelow(ctx, hist, min(safe, hist.State.FirstSeq+want))
+	if err != nil {
+		return err
+	}
+	g.metrics.HistoryEvicted.Add(float64(n))
+	if n >= want || safe >= hist.State.LastSeq {
+		return nil
+	}
+	// An old undelivered event holds the range back: delete the delivered
+	// copies after it one by one.
+	deleted, err := g.deleteDelivered(ctx, safe, want-n)
+	g.metrics.HistoryEvicted.Add(float64(deleted))
+	return err
+}
+
+// deleteDelivered deletes up to n copies from seq on whose event has left
+// the events stream (delivered or dead-lettered by every sink), never the
+// newest copy.
+func (g *storeGuard) deleteDelivered(ctx context.Context, seq, n uint64) (uint64, error) {
+	s := g.store
+	info, err := s.history.hist.Info(ctx)
+	if err != nil {
+		return 0, err
+	}
+	var victims []uint64
+	scanned := 0
+	for seq < info.State.LastSeq && uint64(len(victims)) < n && scanned < deleteScan {
+		var ferr error
+		next, err := s.directBatch(ctx, historyStream, seq, scanChunk, func(m *storedMsg) bool {
+			scanned++
+			if m.Seq >= info.State.LastSeq || uint64(len(victims)) >= n {
+				return false
+			}
+			id, err := strconv.ParseUint(m.Header.Get(hdrEventsSeq), 10, 64)
+			if err != nil {
+				return true
+			}
+			_, err = s.events.GetMsg(ctx, id)
+			switch {
+			case isNotFound(err):
+				victims = append(victims, m.Seq)
+			case err != nil:
+				ferr = err
+				return false
+			}
+			return true
+		})
+		if err == nil {
+			err = ferr
+		}
+		if err != nil {
+			return 0, err
+		}
+		if next == 0 {
+			break
+		}
+		seq = next
+	}
+	var done uint64
+	for _, v := range victims {
+		if err := s.history.hist.DeleteMsg(ctx, v); err != nil && !isNotFound(err) {
+			return done, err
+		}
+		done++
+	}
+	return done, nil
+}
+
+// storeFull reports whether Append refuses events for want of room.
+func (s *jsStore) storeFull() bool { return s.full.Load() }
