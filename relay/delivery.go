@@ -311,7 +311,7 @@ func (w *worker) complete(msg jetstream.Msg, md *jetstream.MsgMetadata, d sinks.
 		w.deliveryLog(d).Warn("ack failed; the delivery may be repeated", "err", err)
 	}
 	w.delivered.Inc()
-	w.store.recordTrail(w.name, d, StatusDelivered, "")
+	w.store.recordTrail(w.name, msg, d.Attempt, StatusDelivered, "")
 	w.forget(md.Sequence.Stream)
 	if w.noteError("") {
 		w.deliveryLog(d).Info("sink recovered")
@@ -344,7 +344,7 @@ func (w *worker) retry(msg jetstream.Msg, d sinks.Delivery, policy RetryPolicy, 
 		w.deliveryLog(d).Warn("delivery failed, will retry", "err", err, "retry_in", delay)
 	}
 	w.retried.Inc()
-	w.store.recordTrail(w.name, d, StatusRetrying, err.Error())
+	w.store.recordTrail(w.name, msg, d.Attempt, StatusRetrying, err.Error())
 	if err := msg.NakWithDelay(delay); err != nil {
 		w.deliveryLog(d).Warn("nak failed; redelivery waits for the ack timeout", "err", err)
 	}
@@ -450,6 +450,7 @@ func (w *worker) deadLetter(msg jetstream.Msg, md *jetstream.MsgMetadata, d sink
 	m.Header.Set(hdrFirstAttempt, first.UTC().Format(time.RFC3339Nano))
 	m.Header.Set(hdrLastAttempt, w.now().UTC().Format(time.RFC3339Nano))
 	m.Header.Set(hdrError, oneLine(reason, 2048))
+	m.Header.Set(hdrEventID, strconv.FormatUint(eventIDOf(msg), 10))
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	id := fmt.Sprintf("dead:%s:%d", w.name, md.Sequence.Stream)
@@ -462,7 +463,7 @@ func (w *worker) deadLetter(msg jetstream.Msg, md *jetstream.MsgMetadata, d sink
 		log.Warn("ack after dead letter failed", "err", err)
 	}
 	w.forget(md.Sequence.Stream)
-	w.store.recordTrail(w.name, d, StatusDeadLettered, reason)
+	w.store.recordTrail(w.name, msg, d.Attempt, StatusDeadLettered, reason)
 	w.metrics.Deliveries.WithLabelValues(w.name, "dead_lettered").Inc()
 	log.Error("delivery dead-lettered", "reason", oneLine(reason, 512))
 }

@@ -19,7 +19,6 @@ import (
 
 // directRequest is the direct get request (nats-server's JSApiMsgGetRequest).
 type directRequest struct {
-	MultiLast []string   `json:"multi_last,omitempty"`
 	Seq       uint64     `json:"seq,omitempty"`
 	NextFor   string     `json:"next_by_subj,omitempty"`
 	Batch     int        `json:"batch,omitempty"`
@@ -45,13 +44,6 @@ const directBatchBytes = 8 << 20
 // or 0 when the stream has no message at or after seq.
 func (s *jsStore) directBatch(ctx context.Context, stream string, seq uint64, n int, fn func(*storedMsg) bool) (next uint64, err error) {
 	return s.directMany(ctx, stream, directRequest{Seq: max(seq, 1), Batch: n, MaxBytes: directBatchBytes}, fn)
-}
-
-// directLastFor reads the last message of each subject that subject (a
-// wildcard) matches, at most n of them.
-func (s *jsStore) directLastFor(ctx context.Context, stream, subject string, n int, fn func(*storedMsg) bool) error {
-	_, err := s.directMany(ctx, stream, directRequest{MultiLast: []string{subject}, Batch: n}, fn)
-	return err
 }
 
 // directMany sends a direct get request answered by several messages and an

@@ -129,6 +129,9 @@ func (s *jsStore) replayDead(ctx context.Context, id uint64, isSink func(string)
 	r.Header.Set(hdrSource, dl.Source)
 	r.Header.Set(hdrReceivedAt, m.Header.Get(hdrReceivedAt))
 	r.Header.Set(hdrRoute, route)
+	if id := deadEventID(m.Header); id != "" {
+		r.Header.Set(hdrEventID, id)
+	}
 	if _, err := s.js.PublishMsg(ctx, r, jetstream.WithMsgID(fmt.Sprintf("replay:%s:%d", dl.Sink, id)), jetstream.WithExpectStream(eventsStream)); err != nil {
 		return fmt.Errorf("requeue: %w", err)
 	}
@@ -205,3 +208,17 @@ func (s *jsStore) deadCounts(ctx context.Context) (map[string]uint64, error) {
 }
 
 var errConflict = errors.New("conflict")
+
+// deadEventID is the id of the event a dead letter holds: its
+// Relay-Event-Id, or, for one stored before dead letters carried it, the
+// sequence its message id ("dead:<sink>:<seq>") names.
+func deadEventID(h nats.Header) string {
+	if id := h.Get(hdrEventID); id != "" {
+		return id
+	}
+	parts := strings.Split(h.Get(jetstream.MsgIDHeader), ":")
+	if len(parts) == 3 && parts[0] == "dead" {
+		return parts[2]
+	}
+	return ""
+}

@@ -157,10 +157,8 @@ func (s *jsStore) listEvents(ctx context.Context, q eventQuery) ([]StoredEvent, 
 		out = out[:q.limit]
 		next = out[q.limit-1].ID
 	}
-	for i := range out {
-		if err := s.addTrail(ctx, &out[i]); err != nil {
-			return nil, 0, err
-		}
+	if err := s.addTrails(ctx, out); err != nil {
+		return nil, 0, err
 	}
 	return out, next, nil
 }
@@ -303,7 +301,9 @@ func (s *jsStore) getEvent(ctx context.Context, id uint64) (StoredEvent, error) 
 		return StoredEvent{}, err
 	}
 	e.Payload = payloadJSON(e.body)
-	return e, s.addTrail(ctx, &e)
+	events := []StoredEvent{e}
+	err = s.addTrails(ctx, events)
+	return events[0], err
 }
 
 // findEvent looks id up in history, else in the events stream.
@@ -337,19 +337,26 @@ func (s *jsStore) findEvent(ctx context.Context, id uint64) (StoredEvent, error)
 	return e, nil
 }
 
-// addTrail fills e.Sinks from the trail: every sink it was routed to
+// addTrails fills each event's Sinks: every sink it was routed to
 // (pending until an attempt is recorded) and every sink a replay sent it to.
-func (s *jsStore) addTrail(ctx context.Context, e *StoredEvent) error {
-	recorded, err := s.history.trail.all(ctx, s, e.Source, e.MsgID)
+func (s *jsStore) addTrails(ctx context.Context, events []StoredEvent) error {
+	ids := make([]uint64, len(events))
+	for i, e := range events {
+		ids[i] = e.ID
+	}
+	recorded, err := s.trails(ctx, ids)
 	if err != nil {
 		return err
 	}
-	e.Sinks = make(map[string]SinkTrail, len(e.route))
-	for sink := range e.route {
-		e.Sinks[sink] = SinkTrail{Status: StatusPending}
-	}
-	for sink, st := range recorded {
-		e.Sinks[sink] = st
+	for i := range events {
+		e := &events[i]
+		e.Sinks = make(map[string]SinkTrail, len(e.route))
+		for sink := range e.route {
+			e.Sinks[sink] = SinkTrail{Status: StatusPending}
+		}
+		for sink, st := range recorded[e.ID] {
+			e.Sinks[sink] = st
+		}
 	}
 	return nil
 }

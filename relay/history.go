@@ -27,7 +27,8 @@ import (
 //     it (storeguard.go), never past an event that is still undelivered.
 //   - RELAY_IDS (limits, kept for the dedupe window): the ids the writer
 //     copied, one message per batch, read back at start into seenIDs.
-//   - RELAY_TRAIL (trail.go): per event and sink, how its delivery went.
+//   - RELAY_TRAIL (trail.go): per event and sink, how its delivery went,
+//     keyed by the event's id.
 //
 // The writer reads the events stream through a durable consumer of its own,
 // so the events stream keeps an event, delivered or routed nowhere, until
@@ -65,16 +66,15 @@ func historyStreams(cfg StorageConfig, replicas int) []jetstream.StreamConfig {
 		Duplicates:  min(time.Minute, cfg.DedupeWindow),
 		AllowDirect: true,
 	}, {
-		Name:              trailStream,
-		Description:       "per event and sink, how its delivery went; expires with history",
-		Subjects:          []string{trailSubject + ">"},
-		Retention:         jetstream.LimitsPolicy,
-		Storage:           jetstream.FileStorage,
-		Replicas:          replicas,
-		MaxAge:            keep,
-		MaxMsgsPerSubject: 1,
-		Duplicates:        min(time.Minute, keep),
-		AllowDirect:       true,
+		Name:        trailStream,
+		Description: "per event and sink, how its delivery went; expires with history",
+		Subjects:    []string{trailSubject + ">"},
+		Retention:   jetstream.LimitsPolicy,
+		Storage:     jetstream.FileStorage,
+		Replicas:    replicas,
+		MaxAge:      keep,
+		Duplicates:  min(time.Minute, keep),
+		AllowDirect: true,
 	}}
 }
 
@@ -83,7 +83,7 @@ func historyStreams(cfg StorageConfig, replicas int) []jetstream.StreamConfig {
 type history struct {
 	hist  jetstream.Stream
 	ids   jetstream.Stream
-	trail *trail
+	trail jetstream.Stream
 	seen  seenIDs
 
 	// lastCopied is the id of the newest event the writer has copied;
@@ -104,7 +104,7 @@ func (s *jsStore) ensureHistory(ctx context.Context, replicas int) error {
 		sts = append(sts, st)
 	}
 	h.hist, h.ids = sts[0], sts[1]
-	h.trail = &trail{nc: s.nc}
+	h.trail = sts[2]
 	s.history = h
 	if err := s.loadSeen(ctx); err != nil {
 		return fmt.Errorf("read the ids of the dedupe window: %w", err)

@@ -333,6 +333,12 @@ func TestDeadLettersWhere(t *testing.T) {
 		got := list("true")
 		return slices.Equal(got, []string{"msg_3"})
 	})
+	// The replayed event's trail says so.
+	eventually(t, 10*time.Second, "msg_1 delivered in its trail", func() bool {
+		var p eventsPage
+		h.admin("GET", "/api/v1/events?where="+url.QueryEscape(`msg_id == "msg_1"`), &p)
+		return len(p.Events) == 1 && p.Events[0].Sinks["a"].Status == StatusDelivered && p.Events[0].Sinks["a"].Attempts == 1
+	})
 }
 
 // TestBacktest compares the stored routing with a candidate's, per rule and

@@ -97,6 +97,7 @@ func replayMsg(e StoredEvent, sink string) *nats.Msg {
 		m.Header.Set(hdrEvent, e.Event)
 	}
 	m.Header.Set(hdrRoute, encodeRoute(map[string][]string{sink: ruleNames}, []string{sink}))
+	m.Header.Set(hdrEventID, strconv.FormatUint(e.ID, 10))
 	return m
 }
 

@@ -92,11 +92,11 @@ func (s *jsStore) usage(ctx context.Context) (storeUsage, error) {
 			u.hist, u.historyMsgs = info, info.State.Msgs
 		}
 	}
-	info, err := s.js.Stream(ctx, trailStream)
+	info, err := s.history.trail.Info(ctx)
 	if err != nil {
 		return u, err
 	}
-	u.bytes += info.CachedInfo().State.Bytes
+	u.bytes += info.State.Bytes
 	return u, nil
 }
 
@@ -128,6 +128,9 @@ func (g *storeGuard) trim(ctx context.Context) error {
 	if n, err := g.trimOlderThan(ctx, u.hist, safe); err != nil {
 		return err
 	} else if n > 0 {
+		if err := g.trimTrail(ctx); err != nil {
+			return err
+		}
 		if u, err = s.usage(ctx); err != nil {
 			return err
 		}
@@ -140,6 +143,9 @@ func (g *storeGuard) trim(ctx context.Context) error {
 			g.evicting = true
 		}
 		if err := g.evict(ctx, u, safe, uint64(float64(u.bytes)-evictTo*max)); err != nil {
+			return err
+		}
+		if err := g.trimTrail(ctx); err != nil {
 			return err
 		}
 		if u, err = s.usage(ctx); err != nil {
@@ -239,6 +245,41 @@ func (g *storeGuard) purgeBelow(ctx context.Context, hist *jetstream.StreamInfo,
 	n := hist.State.Msgs - min(hist.State.Msgs, info.State.Msgs)
 	*hist = *info
 	return n, nil
+}
+
+// trailMargin is how much earlier than the oldest event left in history
+// the trail is kept: events are copied nearly, not exactly, in the order
+// they were received.
+const trailMargin = time.Minute
+
+// trimTrail drops the trail records written before the oldest event left in
+// history was received (less trailMargin): every older event has left
+// history, delivered.
+func (g *storeGuard) trimTrail(ctx context.Context) error {
+	s := g.store
+	first, err := s.directGet(ctx, historyStream, 1, time.Time{})
+	if errors.Is(err, ErrNotFound) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	e, ok := eventFromHistory(first)
+	if !ok {
+		return nil
+	}
+	m, err := s.directGet(ctx, trailStream, 0, e.ReceivedAt.Add(-trailMargin))
+	if errors.Is(err, ErrNotFound) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	info, err := s.history.trail.Info(ctx)
+	if err != nil || m.Seq <= info.State.FirstSeq {
+		return err
+	}
+	return s.history.trail.Purge(ctx, jetstream.WithPurgeSequence(m.Seq))
 }
 
 // evict gives up about free bytes of history, oldest delivered events

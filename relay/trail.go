@@ -2,26 +2,29 @@ package relay
 
 import (
 	"context"
-	"encoding/base64"
-	"encoding/json"
+	"fmt"
+	"strconv"
 	"strings"
 	"time"
 
-	"github.com/nats-io/nats.go"
-
-	"github.com/relay-dev/relay/sinks"
+	"github.com/nats-io/nats.go/jetstream"
 )
 
-// The delivery trail: per event and sink, how its delivery went, kept in
-// the stream RELAY_TRAIL as a key-value bucket would keep it (the last
-// message per subject), under relay.trail.<source>.<msg id, base64url>.<sink>,
-// and expiring with history. A worker writes it when it settles an attempt,
-// without waiting for the store: the trail may lag a crash by a moment (the
-// event and its delivery state in the store do not).
+// The delivery trail: per event and sink, how its delivery went. A worker
+// records each attempt it settles as one small message of the stream
+// RELAY_TRAIL, without waiting for the store: the trail may lag a crash by a
+// moment (the event and its delivery state in the store do not). The
+// records of trailBucket consecutive event ids share one subject,
+// relay.trail.<id / trailBucket>: JetStream keeps an index entry in memory
+// per subject (about 180 bytes), so a subject per event and sink would cost
+// more memory than the dedupe window itself; reading an event's trail reads
+// its bucket. The stream expires with history.
 
 const (
 	trailStream  = "RELAY_TRAIL"
 	trailSubject = "relay.trail."
+	trailBucket  = 256
+	hdrEventID   = "Relay-Event-Id" // a replay's or dead letter's event id
 )
 
 // Delivery statuses of a sink in an event's trail.
@@ -46,66 +49,90 @@ type SinkTrail struct {
 	LastAttemptAt *time.Time `json:"last_attempt_at,omitempty"`
 }
 
-// trailRecord is the stored form of a SinkTrail.
-type trailRecord struct {
-	Status    string    `json:"s"`
-	Attempts  int       `json:"a"`
-	LastError string    `json:"e,omitempty"`
-	At        time.Time `json:"t"`
+// trailSubjectOf is the subject of event id's records.
+func trailSubjectOf(id uint64) string {
+	return trailSubject + strconv.FormatUint(id/trailBucket, 10)
 }
 
-// trailKey is the subject token of source's msgID for sink. Source and sink
-// names are already valid key tokens; message ids are not always.
-func trailKey(source, msgID, sink string) string {
-	return source + "." + base64.RawURLEncoding.EncodeToString([]byte(msgID)) + "." + sink
+// trailLine is a record: "<id> <sink> <status> <attempts> <unix ns> <error>".
+func trailLine(id uint64, sink, status string, attempts int, at time.Time, errText string) []byte {
+	return fmt.Appendf(nil, "%d %s %s %d %d %s", id, sink, status, attempts, at.UnixNano(), oneLine(errText, 512))
 }
 
-// trail writes and reads the delivery trail.
-type trail struct {
-	nc *nats.Conn
+// parseTrailLine reads a record.
+func parseTrailLine(b []byte) (id uint64, sink string, st SinkTrail, ok bool) {
+	f := strings.SplitN(string(b), " ", 6)
+	if len(f) != 6 {
+		return 0, "", st, false
+	}
+	id, err1 := strconv.ParseUint(f[0], 10, 64)
+	attempts, err2 := strconv.Atoi(f[3])
+	ns, err3 := strconv.ParseInt(f[4], 10, 64)
+	if err1 != nil || err2 != nil || err3 != nil {
+		return 0, "", st, false
+	}
+	at := time.Unix(0, ns).UTC()
+	return id, f[1], SinkTrail{Status: f[2], Attempts: attempts, LastError: f[5], LastAttemptAt: &at}, true
 }
 
-// record notes the outcome of an attempt at delivering d to sink: status,
-// and the attempt's error for a failure. It does not wait for the store.
-// A nil trail records nothing.
-func (t *trail) record(sink string, d sinks.Delivery, status string, attemptErr string) {
-	if t == nil {
+// eventIDOf is the id of the event msg delivers: a replay's Relay-Event-Id,
+// else msg's own sequence in the events stream.
+func eventIDOf(msg jetstream.Msg) uint64 {
+	if id, err := strconv.ParseUint(msg.Headers().Get(hdrEventID), 10, 64); err == nil {
+		return id
+	}
+	if md, err := msg.Metadata(); err == nil {
+		return md.Sequence.Stream
+	}
+	return 0
+}
+
+// recordTrail notes the settled outcome of the attempt at delivering msg to
+// sink: status, with the attempt count, and the error for a failure. A
+// worker calls it as it settles; it does not wait for the store.
+func (s *jsStore) recordTrail(sink string, msg jetstream.Msg, attempts int, status, attemptErr string) {
+	if s.history == nil {
 		return
 	}
-	b, _ := json.Marshal(trailRecord{Status: status, Attempts: d.Attempt, LastError: oneLine(attemptErr, 512), At: time.Now().UTC()})
-	_ = t.nc.Publish(trailSubject+trailKey(d.Source, d.MsgID, sink), b)
+	id := eventIDOf(msg)
+	if id == 0 {
+		return
+	}
+	_ = s.nc.Publish(trailSubjectOf(id), trailLine(id, sink, status, attempts, time.Now(), attemptErr))
 }
 
-// all returns the trail of every sink recorded for source's msgID.
-func (t *trail) all(ctx context.Context, s *jsStore, source, msgID string) (map[string]SinkTrail, error) {
-	out := map[string]SinkTrail{}
-	if t == nil {
-		return out, nil
+// trails returns the recorded trail of each of ids, per sink: the latest
+// record of each. It reads each bucket once.
+func (s *jsStore) trails(ctx context.Context, ids []uint64) (map[uint64]map[string]SinkTrail, error) {
+	want := make(map[uint64]bool, len(ids))
+	buckets := map[uint64]bool{}
+	for _, id := range ids {
+		want[id] = true
+		buckets[id/trailBucket] = true
 	}
-	prefix := trailSubject + trailKey(source, msgID, "")
-	err := s.directLastFor(ctx, trailStream, prefix+"*", 1000, func(m *storedMsg) bool {
-		if st, ok := decodeTrail(m.Data); ok {
-			out[strings.TrimPrefix(m.Subject, prefix)] = st
+	out := make(map[uint64]map[string]SinkTrail, len(ids))
+	for b := range buckets {
+		subj := trailSubject + strconv.FormatUint(b, 10)
+		seq := uint64(1)
+		for {
+			next, err := s.directMany(ctx, trailStream, directRequest{Seq: seq, NextFor: subj, Batch: 4096, MaxBytes: directBatchBytes}, func(m *storedMsg) bool {
+				id, sink, st, ok := parseTrailLine(m.Data)
+				if ok && want[id] {
+					if out[id] == nil {
+						out[id] = map[string]SinkTrail{}
+					}
+					out[id][sink] = st // records are in order: the last wins
+				}
+				return true
+			})
+			if err != nil {
+				return nil, err
+			}
+			if next == 0 || next == seq {
+				break
+			}
+			seq = next
 		}
-		return true
-	})
-	return out, err
-}
-
-// decodeTrail reads a stored trail record.
-func decodeTrail(data []byte) (SinkTrail, bool) {
-	var r trailRecord
-	if json.Unmarshal(data, &r) != nil || r.Status == "" {
-		return SinkTrail{}, false
 	}
-	at := r.At
-	return SinkTrail{Status: r.Status, Attempts: r.Attempts, LastError: r.LastError, LastAttemptAt: &at}, true
-}
-
-// recordTrail notes the settled outcome of an attempt at delivering d to
-// sink (see trail.record); a worker calls it as it settles.
-func (s *jsStore) recordTrail(sink string, d sinks.Delivery, status, attemptErr string) {
-	if s.history != nil {
-		s.history.trail.record(sink, d, status, attemptErr)
-	}
+	return out, nil
 }
