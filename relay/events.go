@@ -139,18 +139,12 @@ func (s *jsStore) listEvents(ctx context.Context, q eventQuery) ([]StoredEvent, 
 		}
 		return len(out) <= q.limit
 	}
-	tail, err := s.uncopiedEvents(ctx)
+	more, err := s.scanTail(ctx, q, take)
+	if err == nil && more {
+		err = s.scanHistory(ctx, q, take)
+	}
 	if err != nil {
 		return nil, 0, err
-	}
-	more := true
-	for i := len(tail) - 1; i >= 0 && more; i-- {
-		more = take(tail[i])
-	}
-	if more {
-		if err := s.scanHistory(ctx, q, take); err != nil {
-			return nil, 0, err
-		}
 	}
 	var next uint64
 	if len(out) > q.limit {
@@ -161,6 +155,28 @@ func (s *jsStore) listEvents(ctx context.Context, q eventQuery) ([]StoredEvent, 
 		return nil, 0, err
 	}
 	return out, next, nil
+}
+
+// scanTail calls fn for the events not yet copied into history that are
+// below q's cursor, newest first, until fn returns false; more is false
+// then.
+func (s *jsStore) scanTail(ctx context.Context, q eventQuery, fn func(StoredEvent) bool) (more bool, err error) {
+	info, err := s.events.Info(ctx)
+	if err != nil {
+		return false, err
+	}
+	lo, hi := s.history.lastCopied.Load()+1, info.State.LastSeq
+	if q.before != 0 {
+		hi = min(hi, q.before-1)
+	}
+	more = true
+	err = s.scanBack(ctx, eventsStream, lo, hi, func(m *storedMsg) bool {
+		if e, ok := eventFromEvents(m); ok {
+			more = fn(e)
+		}
+		return more
+	})
+	return more, err
 }
 
 // scanHistory calls fn for the history copies within q's time range and
@@ -193,19 +209,26 @@ func (s *jsStore) scanHistory(ctx context.Context, q eventQuery, fn func(StoredE
 		}
 		lo = max(lo, m.Seq)
 	}
-	for hi >= lo {
+	return s.scanBack(ctx, historyStream, lo, hi, func(m *storedMsg) bool {
+		e, ok := eventFromHistory(m)
+		return !ok || fn(e)
+	})
+}
+
+// scanBack calls fn for the messages of stream from hi down to lo, newest
+// first, until fn returns false. It reads scanChunk messages at a time.
+func (s *jsStore) scanBack(ctx context.Context, stream string, lo, hi uint64, fn func(*storedMsg) bool) error {
+	for lo > 0 && hi >= lo {
 		from := lo
 		if hi-lo >= scanChunk {
 			from = hi - scanChunk + 1
 		}
-		var chunk []StoredEvent
-		_, err := s.directBatch(ctx, historyStream, from, scanChunk, func(m *storedMsg) bool {
+		var chunk []*storedMsg
+		_, err := s.directBatch(ctx, stream, from, scanChunk, func(m *storedMsg) bool {
 			if m.Seq > hi {
 				return false
 			}
-			if e, ok := eventFromHistory(m); ok {
-				chunk = append(chunk, e)
-			}
+			chunk = append(chunk, m)
 			return true
 		})
 		if err != nil {
@@ -220,6 +243,25 @@ func (s *jsStore) scanHistory(ctx context.Context, q eventQuery, fn func(StoredE
 			return nil
 		}
 		hi = from - 1
+	}
+	return nil
+}
+
+// scanForward calls fn for the messages of stream from lo up to hi, oldest
+// first, until fn returns false.
+func (s *jsStore) scanForward(ctx context.Context, stream string, lo, hi uint64, fn func(*storedMsg) bool) error {
+	for lo > 0 && lo <= hi {
+		stop := false
+		next, err := s.directBatch(ctx, stream, lo, scanChunk, func(m *storedMsg) bool {
+			if m.Seq > hi || !fn(m) {
+				stop = true
+			}
+			return !stop
+		})
+		if err != nil || stop || next == 0 {
+			return err
+		}
+		lo = next
 	}
 	return nil
 }
@@ -251,47 +293,6 @@ func (s *jsStore) historyLowerBound(ctx context.Context, id uint64) (uint64, err
 		}
 	}
 	return lo, nil
-}
-
-// maxTail bounds the events a listing reads from the events stream that
-// are not in history yet (normally a moment's worth).
-const maxTail = 10000
-
-// uncopiedEvents returns the events not yet copied into history, oldest
-// first.
-func (s *jsStore) uncopiedEvents(ctx context.Context) ([]StoredEvent, error) {
-	var out []StoredEvent
-	seq := s.history.lastCopied.Load() + 1
-	for len(out) < maxTail {
-		next, err := s.directBatchEvents(ctx, seq, func(m *storedMsg) {
-			if e, ok := eventFromEvents(m); ok {
-				out = append(out, e)
-			}
-		})
-		if err != nil || next == 0 {
-			return out, err
-		}
-		seq = next
-	}
-	return out, nil
-}
-
-// directBatchEvents reads a batch of the events stream from seq, which does
-// not allow direct gets: message by message.
-func (s *jsStore) directBatchEvents(ctx context.Context, seq uint64, fn func(*storedMsg)) (uint64, error) {
-	next := uint64(0)
-	for range scanChunk {
-		m, err := s.events.GetMsg(ctx, seq, jetstream.WithGetMsgSubject(">"))
-		if isNotFound(err) {
-			return next, nil
-		}
-		if err != nil {
-			return 0, err
-		}
-		fn(&storedMsg{Seq: m.Sequence, Subject: m.Subject, Time: m.Time, Header: m.Header, Data: m.Data})
-		seq, next = m.Sequence+1, m.Sequence+1
-	}
-	return next, nil
 }
 
 // getEvent returns one event with its payload and trail.
@@ -380,53 +381,43 @@ func (s *jsStore) eachEvent(ctx context.Context, q eventQuery, fn func(StoredEve
 	if err != nil {
 		return err
 	}
-	seq, last := info.State.FirstSeq, info.State.LastSeq
+	lo, hi := info.State.FirstSeq, info.State.LastSeq
 	if !q.since.IsZero() {
 		m, err := s.directGet(ctx, historyStream, 0, q.since)
 		switch {
 		case errors.Is(err, ErrNotFound):
-			seq = last + 1
+			lo = hi + 1
 		case err != nil:
 			return err
 		default:
-			seq = max(seq, m.Seq)
+			lo = max(lo, m.Seq)
 		}
 	}
 	var lastID uint64
-	for info.State.Msgs > 0 && seq <= last {
-		var fnErr error
-		next, err := s.directBatch(ctx, historyStream, seq, scanChunk, func(m *storedMsg) bool {
-			e, ok := eventFromHistory(m)
-			if !ok || m.Seq > last {
-				return m.Seq <= last
-			}
-			lastID = max(lastID, e.ID)
-			if q.selects(&e) {
-				fnErr = fn(e)
-			}
-			return fnErr == nil
-		})
-		if err != nil {
-			return err
+	var fnErr error
+	visit := func(e StoredEvent) bool {
+		lastID = max(lastID, e.ID)
+		if q.selects(&e) {
+			fnErr = fn(e)
 		}
-		if fnErr != nil {
-			return fnErr
-		}
-		if next == 0 {
-			break
-		}
-		seq = next
+		return fnErr == nil
 	}
-	tail, err := s.uncopiedEvents(ctx)
+	if info.State.Msgs > 0 {
+		err = s.scanForward(ctx, historyStream, lo, hi, func(m *storedMsg) bool {
+			e, ok := eventFromHistory(m)
+			return !ok || visit(e)
+		})
+		if err != nil || fnErr != nil {
+			return errors.Join(err, fnErr)
+		}
+	}
+	events, err := s.events.Info(ctx)
 	if err != nil {
 		return err
 	}
-	for _, e := range tail {
-		if e.ID > lastID && q.selects(&e) {
-			if err := fn(e); err != nil {
-				return err
-			}
-		}
-	}
-	return nil
+	err = s.scanForward(ctx, eventsStream, max(lastID, s.history.lastCopied.Load())+1, events.State.LastSeq, func(m *storedMsg) bool {
+		e, ok := eventFromEvents(m)
+		return !ok || visit(e)
+	})
+	return errors.Join(err, fnErr)
 }

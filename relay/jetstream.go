@@ -209,6 +209,7 @@ func (s *jsStore) ensureStreams(ctx context.Context) error {
 		Replicas:    replicas,
 		Duplicates:  s.cfg.DedupeWindow,
 		Discard:     jetstream.DiscardOld,
+		AllowDirect: true, // listings read it in batches (directget.go)
 	}
 	dead := jetstream.StreamConfig{
 		Name:        deadStream,
