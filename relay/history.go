@@ -180,6 +180,8 @@ func (s *jsStore) seenBefore(source, msgID string) bool {
 
 // historyWriter copies each event of the events stream into history and its
 // id into RELAY_IDS, then acknowledges it, in order, a batch at a time.
+// Its consumer's deliveries say how far there is to copy and acknowledge
+// what was copied (see copy).
 type historyWriter struct {
 	store *jsStore
 	log   *slog.Logger
@@ -206,6 +208,7 @@ func (s *jsStore) startHistoryWriter(ctx context.Context, load *ingestLoad, log 
 		MaxDeliver:     -1,
 		MaxAckPending:  4 * writerBatch,
 		DeliverPolicy:  jetstream.DeliverAllPolicy,
+		HeadersOnly:    true, // the writer reads the events from the stream (see copy)
 	}
 	cons, err := s.ensureConsumer(ctx, cfg)
 	if err != nil {
@@ -296,70 +299,90 @@ func collect(batch jetstream.MessageBatch, err error) ([]jetstream.Msg, error) {
 	return msgs, nil
 }
 
-// copy stores the ids of msgs, then their copies, then acknowledges them
-// all. Events at or below lastCopied (handed out again after a crash) are
-// only acknowledged.
+// copy copies every event of the events stream after lastCopied up to the
+// newest of msgs, then acknowledges msgs (AckAll: every earlier delivery
+// too). It reads the events themselves from the stream, in order: a pull
+// consumer's deliveries can be lost in transit (a fetch that ended before
+// they arrived) and come back out of order after the ack wait, and copies
+// must stay in order and complete. The consumer's deliveries are only the
+// handles that acknowledge: the events stream keeps every event until the
+// writer has acknowledged it. The batch's ids are stored first: a crash
+// after the copies but before the ids would skip them at the next start.
 func (w *historyWriter) copy(ctx context.Context, msgs []jetstream.Msg) error {
 	h := w.store.history
 	last := h.lastCopied.Load()
-	var ids bytes.Buffer
-	type event struct {
-		seq uint64
-		m   jetstream.Msg
-	}
-	todo := make([]event, 0, len(msgs))
+	var newest uint64
+	var handle jetstream.Msg
 	for _, m := range msgs {
 		md, err := m.Metadata()
 		if err != nil {
 			return err
 		}
-		seq := md.Sequence.Stream
-		if seq <= last {
-			continue
+		if md.Sequence.Stream > newest {
+			newest, handle = md.Sequence.Stream, m
 		}
-		todo = append(todo, event{seq, m})
-		hd := m.Headers()
-		at := receivedAt(hd, md.Timestamp)
-		fmt.Fprintf(&ids, "%d %s\n", at.UnixNano(), hd.Get(jetstream.MsgIDHeader))
 	}
-	if len(todo) > 0 {
-		// The ids first: a crash after the copies but before the ids would
-		// skip these events' ids at the next start.
-		if _, err := w.store.js.Publish(ctx, idsSubject, ids.Bytes(), jetstream.WithExpectStream(idsStream)); err != nil {
-			return fmt.Errorf("store ids: %w", err)
-		}
-		futures := make([]jetstream.PubAckFuture, 0, len(todo))
-		for _, e := range todo {
-			f, err := w.store.js.PublishMsgAsync(historyCopy(e.m, e.seq), jetstream.WithExpectStream(historyStream))
-			if err != nil {
-				return fmt.Errorf("copy event %d: %w", e.seq, err)
+	if newest > last {
+		var events []*storedMsg
+		err := w.store.scanForward(ctx, eventsStream, last+1, newest, func(m *storedMsg) bool {
+			if strings.HasPrefix(m.Subject, routedSubject) || strings.HasPrefix(m.Subject, eventsSubject) {
+				events = append(events, m)
 			}
-			futures = append(futures, f)
+			return true
+		})
+		if err != nil {
+			return fmt.Errorf("read events: %w", err)
 		}
-		for _, f := range futures {
-			select {
-			case <-f.Ok():
-			case err := <-f.Err():
-				return fmt.Errorf("copy event: %w", err)
-			case <-ctx.Done():
-				return ctx.Err()
-			}
+		if err := w.store.storeCopies(ctx, events); err != nil {
+			return err
 		}
-		h.lastCopied.Store(todo[len(todo)-1].seq)
+		h.lastCopied.Store(newest)
 	}
-	return msgs[len(msgs)-1].Ack() // AckAll: every earlier one too
+	return handle.Ack()
 }
 
-// historyCopy is the history message of the event m, whose id is seq.
-func historyCopy(m jetstream.Msg, seq uint64) *nats.Msg {
-	h := m.Headers()
-	source, msgID := eventIdentity(h)
-	c := &nats.Msg{Subject: historySubject + source, Data: m.Data(), Header: make(nats.Header, 6)}
+// storeCopies stores the ids of events in RELAY_IDS, then their copies in
+// history, and waits for the store.
+func (s *jsStore) storeCopies(ctx context.Context, events []*storedMsg) error {
+	if len(events) == 0 {
+		return nil
+	}
+	var ids bytes.Buffer
+	for _, m := range events {
+		fmt.Fprintf(&ids, "%d %s\n", receivedAt(m.Header, m.Time).UnixNano(), m.Header.Get(jetstream.MsgIDHeader))
+	}
+	if _, err := s.js.Publish(ctx, idsSubject, ids.Bytes(), jetstream.WithExpectStream(idsStream)); err != nil {
+		return fmt.Errorf("store ids: %w", err)
+	}
+	futures := make([]jetstream.PubAckFuture, 0, len(events))
+	for _, m := range events {
+		f, err := s.js.PublishMsgAsync(historyCopy(m), jetstream.WithExpectStream(historyStream))
+		if err != nil {
+			return fmt.Errorf("copy event %d: %w", m.Seq, err)
+		}
+		futures = append(futures, f)
+	}
+	for _, f := range futures {
+		select {
+		case <-f.Ok():
+		case err := <-f.Err():
+			return fmt.Errorf("copy event: %w", err)
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	return nil
+}
+
+// historyCopy is the history message of the event m of the events stream.
+func historyCopy(m *storedMsg) *nats.Msg {
+	source, msgID := eventIdentity(m.Header)
+	c := &nats.Msg{Subject: historySubject + source, Data: m.Data, Header: make(nats.Header, 6)}
 	c.Header[hdrSource] = []string{source}
 	c.Header[hdrMsgID] = []string{msgID}
-	c.Header[hdrEventsSeq] = []string{strconv.FormatUint(seq, 10)}
+	c.Header[hdrEventsSeq] = []string{strconv.FormatUint(m.Seq, 10)}
 	for _, k := range []string{hdrReceivedAt, hdrEvent, hdrRoute} {
-		if v := h.Values(k); len(v) > 0 {
+		if v := m.Header.Values(k); len(v) > 0 {
 			c.Header[k] = v
 		}
 	}

@@ -15,6 +15,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
+
 	"github.com/relay-dev/relay/sinks"
 )
 
@@ -603,4 +605,49 @@ func metricValue(h *harness, name string) float64 {
 		}
 	}
 	return -1
+}
+
+// TestHistoryWriterReadsTheStream: deliveries of the writer's consumer lost
+// in transit (a fetch that gave up before they came) do not leave holes: the
+// writer copies every event up to the newest delivery it holds, in order.
+func TestHistoryWriterReadsTheStream(t *testing.T) {
+	h := startHarness(t, nil, testServerConfig(t.TempDir(), failuresOnly))
+	h.srv.histw.stop() // this test plays the writer
+	for i := range 5 {
+		h.mustAccept(fmt.Sprintf("msg_%d", i), sampleBody)
+	}
+	w := h.srv.histw
+	ctx := context.Background()
+	var msgs []jetstream.Msg
+	eventually(t, 10*time.Second, "five deliveries", func() bool {
+		got, err := w.fetch(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		msgs = append(msgs, got...)
+		return len(msgs) == 5
+	})
+	if err := w.copy(ctx, msgs[4:]); err != nil { // the first four "lost"
+		t.Fatal(err)
+	}
+	var p eventsPage
+	h.admin("GET", "/api/v1/events", &p)
+	var ids []string
+	for _, e := range p.Events {
+		ids = append(ids, e.MsgID)
+	}
+	if !slices.Equal(ids, []string{"msg_4", "msg_3", "msg_2", "msg_1", "msg_0"}) {
+		t.Errorf("history: %v", ids)
+	}
+	info, err := h.srv.store.history.hist.Info(ctx)
+	if err != nil || info.State.Msgs != 5 {
+		t.Fatalf("copies: %v %v", info.State.Msgs, err)
+	}
+	// A lost delivery handed out again later is only acknowledged.
+	if err := w.copy(ctx, msgs[1:2]); err != nil {
+		t.Fatal(err)
+	}
+	if info, _ := h.srv.store.history.hist.Info(ctx); info.State.Msgs != 5 {
+		t.Errorf("copies after a late delivery: %d", info.State.Msgs)
+	}
 }

@@ -116,7 +116,12 @@ func (s *Server) Start(ctx context.Context) (err error) {
 	bgCtx, bg := context.WithCancel(context.Background())
 	s.bg = bg
 	s.store.expireSeen(bgCtx, &s.bgWG)
-	s.store.startGuard(bgCtx, &s.bgWG, s.log, s.metrics, s.opts.Now)
+	s.store.startGuard(bgCtx, &s.bgWG, s.log, s.metrics, s.opts.Now, func(err error) {
+		select {
+		case s.serveErr <- err:
+		default:
+		}
+	})
 	s.engine = newEngine(s.store, s.log, s.metrics, s.opts.Now, cfg.Storage.AckWait, s.load)
 	if err := s.engine.apply(ctx, cfg, built); err != nil {
 		return err
@@ -228,7 +233,8 @@ func (s *Server) serve(srv *http.Server, ln net.Listener) {
 	}
 }
 
-// Err reports a listener that failed while serving.
+// Err reports a listener that failed while serving, or an embedded store
+// that stopped (the disk filled up): the relay cannot go on either way.
 func (s *Server) Err() <-chan error { return s.serveErr }
 
 // IngestAddr is the ingest listener's address (useful with port 0).

@@ -48,14 +48,17 @@ type storeGuard struct {
 	metrics *Metrics
 	now     func() time.Time
 	every   time.Duration
+	// failed is told, once, that the embedded store has stopped.
+	failed func(error)
 
 	evicting  bool // an eviction episode is under way (logged once)
 	loggedErr bool
 }
 
-// startGuard runs the store guard until ctx is done.
-func (s *jsStore) startGuard(ctx context.Context, wg *sync.WaitGroup, log *slog.Logger, m *Metrics, now func() time.Time) {
-	g := &storeGuard{store: s, log: log.With("component", "store"), metrics: m, now: now, every: time.Second}
+// startGuard runs the store guard until ctx is done. failed is told if the
+// embedded store stops.
+func (s *jsStore) startGuard(ctx context.Context, wg *sync.WaitGroup, log *slog.Logger, m *Metrics, now func() time.Time, failed func(error)) {
+	g := &storeGuard{store: s, log: log.With("component", "store"), metrics: m, now: now, every: time.Second, failed: failed}
 	m.StoreMaxBytes.Set(float64(s.cfg.MaxBytes))
 	wg.Add(1)
 	go func() {
@@ -100,8 +103,18 @@ func (s *jsStore) usage(ctx context.Context) (storeUsage, error) {
 	return u, nil
 }
 
+// errStoreStopped is reported when the embedded JetStream server has shut
+// its store down, which it does when the disk is full: it stays down until
+// the process starts again.
+var errStoreStopped = errors.New("the embedded store has stopped (disk full?); a restart recovers it, with every acknowledged event")
+
 // pass is one round of the guard.
 func (g *storeGuard) pass(ctx context.Context) {
+	if ns := g.store.ns; ns != nil && !ns.JetStreamEnabled() && ns.Running() && g.failed != nil {
+		g.failed(errStoreStopped)
+		g.failed = nil
+		return
+	}
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	if err := g.trim(ctx); err != nil && ctx.Err() == nil {
