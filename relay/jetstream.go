@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"log/slog"
 	"maps"
+	"math"
 	"os"
 	"slices"
 	"strings"
@@ -60,9 +61,20 @@ type jsStore struct {
 	dead   jetstream.Stream
 	// history holds the history, ids and trail streams (history.go).
 	history *history
-	// full is set by the store guard while nothing more may be stored
-	// (storeguard.go).
-	full atomic.Bool
+	// full is set by the store guard while nothing more may be stored;
+	// room is what Append may still add before the guard's next look, and
+	// kick asks for that look early (storeguard.go).
+	full   atomic.Bool
+	room   atomic.Int64
+	kick   chan struct{}
+	passed atomic.Pointer[chan struct{}] // closed when the guard ends a round
+	// refused is set when an event did not fit even after a round; wanted
+	// is the room the last event that did not fit asked for.
+	refused atomic.Bool
+	wanted  atomic.Int64
+	// failingSince is when Append started failing (Unix ns), 0 while it
+	// succeeds.
+	failingSince atomic.Int64
 
 	// gsync, with sync: always in embedded mode, makes each accepted event
 	// durable before Append returns, one filesystem sync per group of
@@ -88,7 +100,10 @@ const maxStoreMessage = 64 << 20
 // carries messages of maxBody bytes plus headerRoom, so that a body at
 // server.max_body_bytes is stored, and dead-lettered, whole.
 func openJetStream(ctx context.Context, cfg StorageConfig, maxBody int64, log *slog.Logger) (*jsStore, error) {
-	s := &jsStore{cfg: cfg, log: log}
+	s := &jsStore{cfg: cfg, log: log, kick: make(chan struct{}, 1)}
+	s.room.Store(math.MaxInt64) // until the store guard's first look
+	passed := make(chan struct{})
+	s.passed.Store(&passed)
 	var err error
 	if cfg.URL == "" {
 		if err := os.MkdirAll(cfg.Dir, 0o750); err != nil {
@@ -109,15 +124,16 @@ func openJetStream(ctx context.Context, cfg StorageConfig, maxBody int64, log *s
 			}
 		}
 		s.ns, err = server.NewServer(&server.Options{
-			ServerName:   "relay-embedded",
-			JetStream:    true,
-			StoreDir:     cfg.Dir,
-			DontListen:   true,
-			NoSigs:       true,
-			NoLog:        true,
-			SyncAlways:   syncAlways,
-			SyncInterval: syncInterval,
-			MaxPayload:   int32(max(maxBody+headerRoom, 1<<20)),
+			ServerName:        "relay-embedded",
+			JetStream:         true,
+			JetStreamMaxStore: jetStreamMaxStore(cfg.MaxBytes),
+			StoreDir:          cfg.Dir,
+			DontListen:        true,
+			NoSigs:            true,
+			NoLog:             true,
+			SyncAlways:        syncAlways,
+			SyncInterval:      syncInterval,
+			MaxPayload:        int32(max(maxBody+headerRoom, 1<<20)),
 		})
 		if err != nil {
 			return nil, fmt.Errorf("embedded nats: %w", err)
@@ -155,6 +171,20 @@ func openJetStream(ctx context.Context, cfg StorageConfig, maxBody int64, log *s
 		return nil, err
 	}
 	return s, nil
+}
+
+// jetStreamMaxStore is the embedded server's own cap on what it stores:
+// storage.max_bytes and a quarter more (64 MiB at least), for what the
+// store guard lets in between two of its rounds (storeguard.go keeps the store to max_bytes and
+// to the disk's room). Left to itself the server would take three quarters
+// of the disk space free at start, which, after a restart on a store that
+// has grown, can be less than what it already holds, and it would then
+// refuse every write. 0 (no max_bytes) leaves the server's default.
+func jetStreamMaxStore(maxBytes ByteSize) int64 {
+	if maxBytes <= 0 {
+		return 0
+	}
+	return int64(maxBytes) + max(int64(maxBytes)/4, 64<<20)
 }
 
 // setupTimeout bounds one setup request: a stream or consumer created,
@@ -295,7 +325,7 @@ func (s *jsStore) Append(ctx context.Context, e Event) (bool, error) {
 		// remembers only the events it still holds.
 		return true, nil
 	}
-	if s.full.Load() {
+	if !s.admit(ctx, len(e.Body)) {
 		return false, ErrStoreFull
 	}
 	// The header keys are in canonical form already: set the map directly
@@ -319,13 +349,22 @@ func (s *jsStore) Append(ctx context.Context, e Event) (bool, error) {
 	} else {
 		reply, err = s.nc.RequestMsg(m, publishTimeout) // a pooled timer, no context per event
 	}
-	if err != nil {
-		return false, fmt.Errorf("%w: %w", ErrStoreUnavailable, err)
+	if err == nil {
+		var dup bool
+		if dup, err = parsePubAck(reply.Data); err == nil {
+			if s.failingSince.Load() != 0 {
+				s.failingSince.Store(0)
+			}
+			return s.synced(ctx, dup)
+		}
 	}
-	dup, err := parsePubAck(reply.Data)
-	if err != nil {
-		return false, fmt.Errorf("%w: %w", ErrStoreUnavailable, err)
-	}
+	s.failingSince.CompareAndSwap(0, time.Now().UnixNano())
+	return false, fmt.Errorf("%w: %w", ErrStoreUnavailable, err)
+}
+
+// synced waits, with group commit, for the accepted event to be on stable
+// storage, and returns dup.
+func (s *jsStore) synced(ctx context.Context, dup bool) (bool, error) {
 	if s.gsync != nil {
 		// Also for a duplicate: the first copy may still be unsynced.
 		if err := s.gsync.wait(ctx); err != nil {

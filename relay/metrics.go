@@ -101,7 +101,7 @@ func NewMetrics() *Metrics {
 		}),
 		StoreMaxBytes: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "relay_store_max_bytes",
-			Help: "storage.max_bytes: at 90% of it history is given up early, at 100% ingest answers 503.",
+			Help: "storage.max_bytes: at 90% of it history is given up early, at 95% (nothing left to give up) ingest answers 503.",
 		}),
 		HistoryEvents: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "relay_history_events",

@@ -3,6 +3,7 @@ package relay
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"strconv"
 	"sync"
@@ -28,16 +29,32 @@ var ErrStoreFull = errors.New("store full")
 //     oldest delivered events from history early until it holds evictTo of
 //     it, counting them in relay_history_evicted_total (first a range, then,
 //     past an old undelivered event, one copy at a time);
-//   - marks the store full when it still holds max_bytes, and not full once
-//     it holds less than roomAgain of it: while full, Append refuses new
-//     events and the readiness check fails, naming the reason.
+//   - marks the store full when it still holds fullAt of max_bytes (all of
+//     it undelivered events, dead letters and dedupe ids, or it would have
+//     been trimmed), and not full once it holds less than roomAgain of it:
+//     while full, Append refuses new events and the readiness check fails,
+//     naming the reason.
+//
+// Between two rounds, Append takes each event's cost out of the room the
+// last round left below fullAt (admit), and asks for a round at once when
+// it runs out: the store cannot outgrow the limit between rounds. An event
+// that still does not fit after that round marks the store full.
+//
+// In embedded mode the limit is lower when the disk of storage.dir has less
+// room than max_bytes allows (capBytes): a full disk is handled the same
+// way, before the embedded server's writes fail. If they fail all the same
+// (something else filled the disk), nats-server's file store refuses every
+// later write until it restarts: when Append has failed for stuckAfter, or
+// the server has shut its store down, the guard reports it and the relay
+// exits, for a restart to recover it.
 //
 // Ids stay for the dedupe window whatever history gives up: they are in
 // RELAY_IDS and in the events stream's own window.
 const (
 	evictAbove = 0.90
 	evictTo    = 0.80
-	roomAgain  = 0.95
+	fullAt     = 0.95
+	roomAgain  = 0.90
 	// deleteScan bounds the copies one pass looks at one by one.
 	deleteScan = 20000
 )
@@ -52,6 +69,7 @@ type storeGuard struct {
 	failed func(error)
 
 	evicting  bool // an eviction episode is under way (logged once)
+	full      bool // the store is full (logged once)
 	loggedErr bool
 }
 
@@ -67,10 +85,13 @@ func (s *jsStore) startGuard(ctx context.Context, wg *sync.WaitGroup, log *slog.
 		defer t.Stop()
 		for {
 			g.pass(ctx)
+			done := make(chan struct{})
+			close(*s.passed.Swap(&done))
 			select {
 			case <-ctx.Done():
 				return
 			case <-t.C:
+			case <-s.kick:
 			}
 		}
 	}()
@@ -108,12 +129,25 @@ func (s *jsStore) usage(ctx context.Context) (storeUsage, error) {
 // the process starts again.
 var errStoreStopped = errors.New("the embedded store has stopped (disk full?); a restart recovers it, with every acknowledged event")
 
+// stuckAfter is how long Append may fail without a break before the
+// embedded store is taken for stuck: nats-server's file store refuses every
+// write after one has failed (a full disk), until it is restarted.
+const stuckAfter = 30 * time.Second
+
 // pass is one round of the guard.
 func (g *storeGuard) pass(ctx context.Context) {
-	if ns := g.store.ns; ns != nil && !ns.JetStreamEnabled() && ns.Running() && g.failed != nil {
-		g.failed(errStoreStopped)
-		g.failed = nil
-		return
+	if ns := g.store.ns; ns != nil && g.failed != nil {
+		failing := g.store.failingSince.Load()
+		switch {
+		case !ns.JetStreamEnabled() && ns.Running():
+			g.failed(errStoreStopped)
+			g.failed = nil
+			return
+		case failing != 0 && g.now().Sub(time.Unix(0, failing)) >= stuckAfter:
+			g.failed(fmt.Errorf("every write to the embedded store has failed for %s; a restart recovers it, with every acknowledged event", stuckAfter))
+			g.failed = nil
+			return
+		}
 	}
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
@@ -127,12 +161,38 @@ func (g *storeGuard) pass(ctx context.Context) {
 	g.loggedErr = false
 }
 
+// diskReserve is the room the guard leaves free on the disk of
+// storage.dir: 64 MiB, or a tenth of a smaller disk. The store's files take
+// more than the bytes it counts (indexes, deleted messages not yet
+// compacted away).
+func diskReserve(total uint64) uint64 { return min(64<<20, total/10) }
+
+// capBytes is what the store may hold now: storage.max_bytes, or less when
+// the disk of storage.dir has less room (what the store holds plus the
+// disk's free space, less diskReserve). disk reports which one.
+func (g *storeGuard) capBytes(used uint64) (limit float64, disk bool) {
+	limit = float64(g.store.cfg.MaxBytes)
+	if g.store.cfg.URL != "" || g.store.cfg.Dir == "" {
+		return limit, false
+	}
+	free, total, ok := diskSpace(g.store.cfg.Dir)
+	if !ok {
+		return limit, false
+	}
+	room := float64(used) + float64(free) - float64(diskReserve(total))
+	if limit == 0 || room < limit {
+		return max(room, 1), true
+	}
+	return limit, false
+}
+
 func (g *storeGuard) trim(ctx context.Context) error {
-	s, max := g.store, float64(g.store.cfg.MaxBytes)
+	s := g.store
 	u, err := s.usage(ctx)
 	if err != nil {
 		return err
 	}
+	limit, disk := g.capBytes(u.bytes)
 	safe, err := g.safeSeq(ctx, u.hist)
 	if err != nil {
 		return err
@@ -148,14 +208,15 @@ func (g *storeGuard) trim(ctx context.Context) error {
 			return err
 		}
 	}
-	// By size.
-	if max > 0 && float64(u.bytes) > evictAbove*max {
+	// By size: above evictAbove, or when an event did not fit.
+	wanted := float64(s.wanted.Swap(0))
+	if limit > 0 && (float64(u.bytes) > evictAbove*limit || fullAt*limit-float64(u.bytes) < wanted) {
 		if !g.evicting {
 			g.log.Warn("store nearly full: the oldest delivered events leave history early",
-				"bytes", u.bytes, "max_bytes", uint64(max), "history_events", u.historyMsgs)
+				"bytes", u.bytes, "limit", uint64(limit), "disk", disk, "history_events", u.historyMsgs)
 			g.evicting = true
 		}
-		if err := g.evict(ctx, u, safe, uint64(float64(u.bytes)-evictTo*max)); err != nil {
+		if err := g.evict(ctx, u, safe, uint64(max(float64(u.bytes)-evictTo*limit, wanted))); err != nil {
 			return err
 		}
 		if err := g.trimTrail(ctx); err != nil {
@@ -164,26 +225,36 @@ func (g *storeGuard) trim(ctx context.Context) error {
 		if u, err = s.usage(ctx); err != nil {
 			return err
 		}
-	} else if g.evicting && float64(u.bytes) < evictTo*max {
+	} else if g.evicting && float64(u.bytes) < evictTo*limit {
 		g.log.Info("store below its eviction mark: history is kept for storage.history again", "bytes", u.bytes)
 		g.evicting = false
 	}
 	g.metrics.StoreBytes.Set(float64(u.bytes))
 	g.metrics.HistoryEvents.Set(float64(u.historyMsgs))
-	g.setFull(max > 0 && float64(u.bytes) >= max, max > 0 && float64(u.bytes) < roomAgain*max, u.bytes)
+	if limit, disk = g.capBytes(u.bytes); limit > 0 {
+		refused := s.refused.Swap(false)
+		g.setFull(refused || float64(u.bytes) >= fullAt*limit, float64(u.bytes) < roomAgain*limit, u.bytes, uint64(limit), disk)
+		s.room.Store(int64(fullAt*limit) - int64(u.bytes))
+	}
 	return nil
 }
 
 // setFull marks the store full or not, logging each change.
-func (g *storeGuard) setFull(full, room bool, bytes uint64) {
+func (g *storeGuard) setFull(full, room bool, bytes, limit uint64, disk bool) {
 	switch {
-	case full && !g.store.full.Load():
+	case full:
 		g.store.full.Store(true)
-		g.log.Error("store full: refusing new events (503) until deliveries free space; only undelivered events, dead letters and dedupe ids are left",
-			"bytes", bytes, "max_bytes", uint64(g.store.cfg.MaxBytes))
+		if !g.full {
+			g.log.Error("store full: refusing new events (503) until deliveries free space; only undelivered events, dead letters and dedupe ids are left",
+				"bytes", bytes, "limit", limit, "disk", disk)
+		}
+		g.full = true
 	case room && g.store.full.Load():
 		g.store.full.Store(false)
-		g.log.Info("store has room again: accepting events", "bytes", bytes)
+		if g.full {
+			g.log.Info("store has room again: accepting events", "bytes", bytes)
+		}
+		g.full = false
 	}
 }
 
@@ -374,3 +445,47 @@ func (g *storeGuard) deleteDelivered(ctx context.Context, seq, n uint64) (uint64
 
 // storeFull reports whether Append refuses events for want of room.
 func (s *jsStore) storeFull() bool { return s.full.Load() }
+
+// eventCost is what Append counts against the room for an event of n body
+// bytes: the event, its history copy and its id and trail lines, with a
+// margin.
+func eventCost(n int) int64 { return 2*int64(n) + 1024 }
+
+// admit takes an event of n body bytes out of the room the guard left, and
+// reports whether it fits. When it does not, it asks the guard for a round
+// at once, which may make room by trimming history, and waits for it
+// (bounded by ctx and admitWait) before it answers.
+func (s *jsStore) admit(ctx context.Context, n int) bool {
+	if s.full.Load() {
+		return false
+	}
+	cost := eventCost(n)
+	if s.room.Add(-cost) >= 0 {
+		return true
+	}
+	done := s.passed.Load()
+	s.wanted.Store(cost) // the round makes at least this much room if it can
+	select {
+	case s.kick <- struct{}{}:
+	default:
+	}
+	t := time.NewTimer(admitWait)
+	defer t.Stop()
+	select {
+	case <-*done:
+	case <-t.C:
+		return false
+	case <-ctx.Done():
+		return false
+	}
+	if !s.full.Load() && s.room.Add(-cost) >= 0 {
+		return true
+	}
+	s.refused.Store(true) // for the next round, which logs it
+	s.full.Store(true)
+	return false
+}
+
+// admitWait bounds how long an event waits for the guard's round when the
+// room has run out.
+const admitWait = 2 * time.Second

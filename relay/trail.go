@@ -40,7 +40,8 @@ type SinkTrail struct {
 	// Status is pending (no attempt settled yet), retrying, delivered or
 	// dead_lettered.
 	Status string `json:"status"`
-	// Attempts is the number of attempts made, 0 while pending.
+	// Attempts is the number of attempts made, 0 while pending; while
+	// retrying, as of the last recorded attempt (1, 2, 4, 8, ...).
 	Attempts int `json:"attempts"`
 	// LastError is the last failed attempt's error, "" if none failed.
 	LastError string `json:"last_error"`
@@ -89,9 +90,12 @@ func eventIDOf(msg jetstream.Msg) uint64 {
 
 // recordTrail notes the settled outcome of the attempt at delivering msg to
 // sink: status, with the attempt count, and the error for a failure. A
-// worker calls it as it settles; it does not wait for the store.
+// worker calls it as it settles; it does not wait for the store. Of the
+// attempts to be retried only the 1st, 2nd, 4th, 8th... are recorded, so
+// that a sink down for a day adds a few records per event, not one per
+// retry; the outcome always is.
 func (s *jsStore) recordTrail(sink string, msg jetstream.Msg, attempts int, status, attemptErr string) {
-	if s.history == nil {
+	if s.history == nil || (status == StatusRetrying && attempts&(attempts-1) != 0) {
 		return
 	}
 	id := eventIDOf(msg)

@@ -24,13 +24,10 @@ const testSecret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 // and returns the status code and the answer.
 func postSigned(t *testing.T, ingest, id, body string) (int, string) {
 	t.Helper()
-	wh, _ := svix.NewWebhook(testSecret)
-	now := time.Now()
-	sig, _ := wh.Sign(id, now, []byte(body))
-	req, _ := http.NewRequest(http.MethodPost, "http://"+ingest+"/webhooks/recall", strings.NewReader(body))
-	req.Header.Set("svix-id", id)
-	req.Header.Set("svix-timestamp", strconv.FormatInt(now.Unix(), 10))
-	req.Header.Set("svix-signature", sig)
+	req, err := signedRequest(ingest, id, body)
+	if err != nil {
+		t.Fatal(err)
+	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)
@@ -38,6 +35,28 @@ func postSigned(t *testing.T, ingest, id, body string) (int, string) {
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(resp.Body)
 	return resp.StatusCode, string(b)
+}
+
+// signedRequest is a webhook request of body with the svix id id, signed
+// with testSecret, to the relay's recall source.
+func signedRequest(ingest, id, body string) (*http.Request, error) {
+	wh, err := svix.NewWebhook(testSecret)
+	if err != nil {
+		return nil, err
+	}
+	now := time.Now()
+	sig, err := wh.Sign(id, now, []byte(body))
+	if err != nil {
+		return nil, err
+	}
+	req, err := http.NewRequest(http.MethodPost, "http://"+ingest+"/webhooks/recall", strings.NewReader(body))
+	if err != nil {
+		return nil, err
+	}
+	req.Header.Set("svix-id", id)
+	req.Header.Set("svix-timestamp", strconv.FormatInt(now.Unix(), 10))
+	req.Header.Set("svix-signature", sig)
+	return req, nil
 }
 
 // TestDedupeAcrossRestarts: an id accepted, delivered and stopped with
