@@ -192,8 +192,13 @@ type historyWriter struct {
 	done   chan struct{}
 }
 
-// writerBatch is how many events the writer copies per round.
-const writerBatch = 512
+// writerBatch is how many deliveries of its consumer the writer takes per
+// round (it copies the events up to the newest of them); busyBatch while
+// ingest is busy.
+const (
+	writerBatch = 512
+	busyBatch   = 16
+)
 
 // startHistoryWriter creates the writer's consumer (before any event can be
 // accepted: from then on the events stream keeps every event until the
@@ -235,10 +240,16 @@ func (w *historyWriter) stop() {
 func (w *historyWriter) run(ctx context.Context) {
 	failing := false
 	for ctx.Err() == nil {
+		n := writerBatch
 		if eased := w.load.busy(); eased != nil {
+			// Give way to a busy ingest as the deliveries do: wait, then
+			// copy only a few events if it is still busy.
 			w.load.wait(ctx, eased)
+			if w.load.busy() != nil {
+				n = busyBatch
+			}
 		}
-		msgs, err := w.fetch(ctx)
+		msgs, err := w.fetch(ctx, n)
 		if err == nil && len(msgs) > 0 {
 			err = w.copy(ctx, msgs)
 			if err != nil {
@@ -264,10 +275,10 @@ func (w *historyWriter) run(ctx context.Context) {
 	}
 }
 
-// fetch returns up to writerBatch events: those available now, or else
-// the first to arrive within a second and those available with it.
-func (w *historyWriter) fetch(ctx context.Context) ([]jetstream.Msg, error) {
-	msgs, err := collect(w.cons.FetchNoWait(writerBatch))
+// fetch returns up to n deliveries: those available now, or else the first
+// to arrive within a second and those available with it.
+func (w *historyWriter) fetch(ctx context.Context, n int) ([]jetstream.Msg, error) {
+	msgs, err := collect(w.cons.FetchNoWait(n))
 	if err != nil || len(msgs) > 0 {
 		return msgs, err
 	}
@@ -280,7 +291,10 @@ func (w *historyWriter) fetch(ctx context.Context) ([]jetstream.Msg, error) {
 		}
 		return nil, err
 	}
-	rest, err := collect(w.cons.FetchNoWait(writerBatch - 1))
+	if n == 1 {
+		return first, nil
+	}
+	rest, err := collect(w.cons.FetchNoWait(n - 1))
 	return append(first, rest...), err
 }
 

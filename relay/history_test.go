@@ -620,7 +620,7 @@ func TestHistoryWriterReadsTheStream(t *testing.T) {
 	ctx := context.Background()
 	var msgs []jetstream.Msg
 	eventually(t, 10*time.Second, "five deliveries", func() bool {
-		got, err := w.fetch(ctx)
+		got, err := w.fetch(ctx, writerBatch)
 		if err != nil {
 			t.Fatal(err)
 		}
