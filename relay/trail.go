@@ -16,9 +16,10 @@ import (
 // moment (the event and its delivery state in the store do not). The
 // records of trailBucket consecutive event ids share one subject,
 // relay.trail.<id / trailBucket>: JetStream keeps an index entry in memory
-// per subject (about 180 bytes), so a subject per event and sink would cost
-// more memory than the dedupe window itself; reading an event's trail reads
-// its bucket. The stream expires with history.
+// per subject (BenchmarkSubjectIndexMemory; docs/benchmarks.md), so a
+// subject per event and sink would cost more memory than the dedupe window
+// itself; reading an event's trail reads its bucket. The stream expires
+// with history.
 
 const (
 	trailStream  = "RELAY_TRAIL"
