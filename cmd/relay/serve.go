@@ -38,7 +38,7 @@ func serveCommand() *cobra.Command {
 			if configPath == "" {
 				configPath = defaultConfigPath()
 			}
-			reg := registry()
+			reg := registry(log)
 			cfg, err := relay.LoadConfig(configPath, relay.LoadOptions{Registry: reg})
 			if err != nil {
 				printProblems(cmd.ErrOrStderr(), err)
@@ -157,7 +157,7 @@ func checkCommand() *cobra.Command {
 			if configPath == "" {
 				configPath = defaultConfigPath()
 			}
-			cfg, err := relay.LoadConfig(configPath, relay.LoadOptions{Registry: registry()})
+			cfg, err := relay.LoadConfig(configPath, relay.LoadOptions{Registry: registry(nil)})
 			if err != nil {
 				printProblems(cmd.OutOrStdout(), err)
 				return errFailed
