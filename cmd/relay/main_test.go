@@ -149,3 +149,17 @@ func TestServeRefusesUnsafeConfig(t *testing.T) {
 		}
 	}
 }
+
+// TestClusterExampleChecks: the cluster example's shared config is valid
+// and serve would run it (its secrets set as compose and Kubernetes do).
+func TestClusterExampleChecks(t *testing.T) {
+	t.Setenv("NATS_URL", "nats://n1:4222,nats://n2:4222,nats://n3:4222")
+	t.Setenv("RECALL_WEBHOOK_SECRET", "whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD")
+	t.Setenv("RELAY_ADMIN_TOKEN", "an-admin-token")
+	t.Setenv("INTERNAL_API_URL", "https://internal.example/api/recall-events")
+	t.Setenv("INTERNAL_API_TOKEN", "t")
+	code, stdout, stderr := runCLI(t, "check", "-c", "../../configs/examples/cluster/relay.yaml")
+	if code != 0 || stderr != "" {
+		t.Fatalf("exit %d\nstdout: %s\nstderr: %s", code, stdout, stderr)
+	}
+}
