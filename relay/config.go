@@ -19,7 +19,6 @@ import (
 	"github.com/knadh/koanf/parsers/yaml"
 	"github.com/knadh/koanf/providers/confmap"
 	"github.com/knadh/koanf/providers/env/v2"
-	"github.com/knadh/koanf/providers/file"
 	"github.com/knadh/koanf/v2"
 
 	"github.com/relay-dev/relay/rules"
@@ -203,19 +202,28 @@ type LoadOptions struct {
 // one problem per line, each starting with its config path
 // ("rules[2].sinks[0]: unknown sink \"slak\""); it never contains a secret.
 func LoadConfig(path string, o LoadOptions) (*Config, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("read config %s: %w", path, err)
+	}
+	return loadConfigBytes(path, data, o)
+}
+
+// loadConfigBytes is LoadConfig over the file's contents; name is what
+// errors call it.
+func loadConfigBytes(name string, data []byte, o LoadOptions) (*Config, error) {
 	environ := o.Environ
 	if environ == nil {
 		environ = os.Environ()
 	}
 	lookup := envLookup(environ)
-
-	raw := koanf.New(".")
-	if err := raw.Load(file.Provider(path), yaml.Parser()); err != nil {
-		return nil, fmt.Errorf("read config %s: %w", path, err)
+	tree, err := yaml.Parser().Unmarshal(data)
+	if err != nil {
+		return nil, fmt.Errorf("read config %s: %w", name, err)
 	}
 	k := koanf.New(".")
-	if err := k.Load(confmap.Provider(expandAll(raw.Raw(), lookup).(map[string]any), ""), nil); err != nil {
-		return nil, fmt.Errorf("expand config %s: %w", path, err)
+	if err := k.Load(confmap.Provider(expandAll(tree, lookup).(map[string]any), ""), nil); err != nil {
+		return nil, fmt.Errorf("expand config %s: %w", name, err)
 	}
 	if err := k.Load(env.Provider(".", env.Opt{
 		Prefix:        "RELAY_",

@@ -56,6 +56,12 @@ type Server struct {
 	ingestLn, adminLn     net.Listener
 	serveErr              chan error
 
+	// shared is the cluster's shared config (cluster mode only); its
+	// watcher runs until stopWatch, then closes watchDone.
+	shared    *sharedConfig
+	stopWatch context.CancelFunc
+	watchDone chan struct{}
+
 	reloadMu sync.Mutex
 	stopOnce sync.Once
 	stopErr  error
@@ -97,13 +103,21 @@ func (s *Server) Start(ctx context.Context) (err error) {
 		return err
 	}
 	useCerts()
-	built, err := buildSinks(cfg, s.opts.Registry)
+	s.store, err = openJetStream(ctx, cfg.Storage, cfg.Server.MaxBodyBytes, s.log)
 	if err != nil {
 		return err
 	}
-	s.store, err = openJetStream(ctx, cfg.Storage, cfg.Server.MaxBodyBytes, s.log)
+	if cfg.Storage.URL != "" {
+		if cfg, err = s.adoptSharedConfig(ctx, cfg); err != nil {
+			return err
+		}
+		if err := Refusals(cfg); err != nil {
+			return err
+		}
+		s.cfg.Store(cfg)
+	}
+	built, err := buildSinks(cfg, s.opts.Registry)
 	if err != nil {
-		closeSinks(built)
 		return err
 	}
 	s.engine = newEngine(s.store, s.log, s.metrics, s.opts.Now, cfg.Storage.AckWait, s.load)
@@ -141,6 +155,14 @@ func (s *Server) Start(ctx context.Context) (err error) {
 	go s.serve(s.adminSrv, s.adminLn)
 	s.metrics.ConfigReloadOK.Set(1)
 	s.metrics.ConfigReloadTime.SetToCurrentTime()
+	if s.shared != nil {
+		watchCtx, stopWatch := context.WithCancel(context.Background())
+		s.stopWatch, s.watchDone = stopWatch, make(chan struct{})
+		go func() {
+			defer close(s.watchDone)
+			s.watchSharedConfig(watchCtx)
+		}()
+	}
 	s.log.Info("relay started", "ingest", s.ingestLn.Addr().String(), "admin", s.adminLn.Addr().String(),
 		"storage", storageDescription(cfg.Storage), "sources", len(cfg.Sources), "sinks", len(cfg.Sinks), "rules", len(cfg.Rules))
 	return nil
@@ -232,8 +254,20 @@ func (s *Server) Config() *Config { return s.cfg.Load() }
 // Reload re-reads the config file. A config that fails validation changes
 // nothing and is reported (and counted in relay_config_last_reload_successful);
 // a valid one replaces sources, rules and sinks at once, without dropping
-// queued or in-flight deliveries.
+// queued or in-flight deliveries. In cluster mode a valid file becomes the
+// cluster's shared config, which every relay applies; Reload returns once
+// this relay has (see sharedconfig.go).
 func (s *Server) Reload(ctx context.Context) error {
+	if s.shared != nil {
+		err := s.reloadShared(ctx)
+		if err != nil {
+			s.metrics.ConfigReloadOK.Set(0)
+			for _, e := range Problems(err) {
+				s.log.Error("config reload failed; keeping the running config", "err", e)
+			}
+		}
+		return err
+	}
 	s.reloadMu.Lock()
 	defer s.reloadMu.Unlock()
 	cfg, err := LoadConfig(s.opts.ConfigPath, LoadOptions{Environ: s.opts.Environ, Registry: s.opts.Registry})
@@ -309,6 +343,10 @@ func (s *Server) stop(ctx context.Context) error {
 		}
 	} else if s.ingestLn != nil {
 		_ = s.ingestLn.Close()
+	}
+	if s.stopWatch != nil {
+		s.stopWatch()
+		<-s.watchDone
 	}
 	if s.stopLoad != nil {
 		// No more webhooks: deliveries need not give way.
