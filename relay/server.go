@@ -157,10 +157,15 @@ func (s *Server) Start(ctx context.Context) (err error) {
 	s.metrics.ConfigReloadTime.SetToCurrentTime()
 	if s.shared != nil {
 		watchCtx, stopWatch := context.WithCancel(context.Background())
+		w, err := s.watchShared(watchCtx)
+		if err != nil {
+			stopWatch()
+			return fmt.Errorf("shared config: %w", err)
+		}
 		s.stopWatch, s.watchDone = stopWatch, make(chan struct{})
 		go func() {
 			defer close(s.watchDone)
-			s.watchSharedConfig(watchCtx)
+			s.watchSharedConfig(watchCtx, w)
 		}()
 	}
 	s.log.Info("relay started", "ingest", s.ingestLn.Addr().String(), "admin", s.adminLn.Addr().String(),

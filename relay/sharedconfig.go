@@ -124,14 +124,16 @@ func (s *Server) sharedToLocal(entry jetstream.KeyValueEntry, local *Config) (*C
 	return cfg, nil
 }
 
-// watchSharedConfig applies each new revision of the shared config until
-// ctx is done.
-func (s *Server) watchSharedConfig(ctx context.Context) {
-	w, err := s.shared.kv.Watch(ctx, configKey, jetstream.UpdatesOnly())
-	if err != nil {
-		s.log.Error("cannot watch the shared config; this relay keeps its config until restarted", "err", err)
-		return
-	}
+// watchShared starts watching the shared config; the watch sees every
+// revision stored from now on, and the latest one at once (a revision
+// stored between adoptSharedConfig and the watch is not missed).
+func (s *Server) watchShared(ctx context.Context) (jetstream.KeyWatcher, error) {
+	return s.shared.kv.Watch(ctx, configKey)
+}
+
+// watchSharedConfig applies each new revision of the shared config that w
+// delivers until ctx is done.
+func (s *Server) watchSharedConfig(ctx context.Context, w jetstream.KeyWatcher) {
 	defer func() { _ = w.Stop() }()
 	for {
 		select {

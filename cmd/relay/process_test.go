@@ -121,7 +121,11 @@ func launchRelay(t *testing.T, cmd *exec.Cmd, dir string, env ...string) (*relay
 		t.Fatal(err)
 	}
 	started := make(chan map[string]any, 1)
+	// Wait closes the pipe once the process has exited: only after every
+	// line is read, or the last ones (the clean-stop line) can be lost.
+	read := make(chan struct{})
 	go func() {
+		defer close(read)
 		sc := bufio.NewScanner(stderr)
 		sc.Buffer(make([]byte, 1<<20), 1<<20)
 		for sc.Scan() {
@@ -134,7 +138,10 @@ func launchRelay(t *testing.T, cmd *exec.Cmd, dir string, env ...string) (*relay
 		}
 		_, _ = io.Copy(io.Discard, stderr)
 	}()
-	go func() { p.done <- cmd.Wait() }()
+	go func() {
+		<-read
+		p.done <- cmd.Wait()
+	}()
 	t.Cleanup(func() {
 		if cmd.ProcessState == nil {
 			_ = cmd.Process.Kill()
