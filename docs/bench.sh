@@ -37,6 +37,12 @@
 #   mem     relay (sync 1s) with one http sink to a dead port, retrying for
 #           a day: MEM_EVENTS events at concurrency 64, then the relay's
 #           VmRSS / VmHWM and relay_pending_deliveries
+#   cluster (not in the default set) three nats-server processes (built
+#           from the module) and relays in cluster mode (replicas 3): the
+#           relay's and the NATS nodes' CPU per event at steady 100 and
+#           1,000 events/s, accepted/s at concurrency 64 through one relay
+#           and split over two, and the cluster's disk per stored event;
+#           for docs/operations.md, Sizing
 #
 # Environment: DURATION (15s), CONCURRENCIES ("1 16 64"), E2E_RATE (1000),
 # MEM_EVENTS (100000), MEM_CONCURRENCY (64), MEASURE ("floor fsync relay ratio
@@ -515,6 +521,135 @@ EOF
 	MEM_ROW="| $(jfield "$f" ok) | $(jfield "$f" ok_throughput_rps) | $(mb "$idle_rss") | $(mb "$rss") | $(mb "$hwm") | $pending |"
 fi
 
+# --- f: cluster sizing (MEASURE=cluster) ------------------------------------
+# free_port: a loopback TCP port nothing listens on now.
+free_port() {
+	python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+# cpu_ticks PID...: user + system CPU of the processes, in clock ticks.
+cpu_ticks() {
+	local pid t=0
+	for pid in "$@"; do
+		t=$((t + $(awk '{ print $14 + $15 }' "/proc/$pid/stat")))
+	done
+	echo "$t"
+}
+
+# cluster_config FILE DIR RECEIVER: a relay's config in cluster mode (every
+# event archived to a file and forwarded over HTTP).
+cluster_config() {
+	cat >"$1" <<EOF
+server:
+  listen: "127.0.0.1:0"
+  admin_listen: "127.0.0.1:0"
+  shutdown_grace: 5s
+storage:
+  url: $NATS_URL
+  replicas: 3
+sources:
+  recall:
+    secrets: [$SECRET]
+sinks:
+  archive:
+    type: file
+    path: $2/events.jsonl
+  endpoint:
+    type: http
+    url: http://$3/hook
+rules:
+  - name: archive-and-forward-everything
+    when: "true"
+    sinks: [archive, endpoint]
+EOF
+}
+
+# drain ADMIN: waits (bounded) until the relay has nothing pending.
+drain() {
+	local i
+	for ((i = 0; i < DRAIN_TIMEOUT * 10; i++)); do
+		[[ $(metric "$1" relay_pending_deliveries) == 0 ]] && return 0
+		sleep 0.1
+	done
+	echo "bench.sh: deliveries still pending after ${DRAIN_TIMEOUT}s" >&2
+}
+
+CLUSTER_ROWS=()
+if wants cluster; then
+	command -v python3 >/dev/null || die "MEASURE=cluster needs python3 (to find free ports)"
+	(cd "$ROOT" && go build -o "$BIN/nats-server" github.com/nats-io/nats-server/v2) || die "go build nats-server failed"
+	NATS_PIDS=()
+	routes=""
+	declare -a CPORT PPORT
+	for i in 1 2 3; do
+		CPORT[i]=$(free_port)
+		PPORT[i]=$(free_port)
+		routes+="${routes:+,}nats-route://127.0.0.1:${PPORT[i]}"
+	done
+	for i in 1 2 3; do
+		mkdir -p "$WORK/nats$i"
+		"$BIN/nats-server" --name "n$i" --addr 127.0.0.1 --port "${CPORT[i]}" --jetstream --store_dir "$WORK/nats$i" \
+			--cluster_name relay-bench --cluster "nats://127.0.0.1:${PPORT[i]}" --routes "$routes" \
+			>"$WORK/nats$i.log" 2>&1 &
+		NATS_PIDS+=("$!")
+		PIDS+=("$!")
+	done
+	NATS_URL="nats://127.0.0.1:${CPORT[1]},nats://127.0.0.1:${CPORT[2]},nats://127.0.0.1:${CPORT[3]}"
+	ticks=$(getconf CLK_TCK)
+
+	start_loadtool cluster-receiver --receive 127.0.0.1:0
+	recv_pid=$LAST_PID
+	recv=$LAST_ADDR
+	mkdir -p "$WORK/cluster-r1" "$WORK/cluster-r2"
+	cluster_config "$WORK/cluster-r1/relay.yaml" "$WORK/cluster-r1" "$recv"
+	cluster_config "$WORK/cluster-r2/relay.yaml" "$WORK/cluster-r2" "$recv"
+	START_TIMEOUT=90 start_relay cluster-r1 "$WORK/cluster-r1/relay.yaml"
+	r1_pid=$RELAY_PID r1_ingest=$RELAY_INGEST r1_admin=$RELAY_ADMIN
+
+	for rate in 100 1000; do
+		log "cluster: one relay at a steady $rate/s ($DURATION)"
+		before_relay=$(cpu_ticks "$r1_pid")
+		before_nats=$(cpu_ticks "${NATS_PIDS[@]}")
+		load "cluster-rate$rate" "http://$r1_ingest/webhooks/recall" --rate "$rate" --concurrency 64 --duration "$DURATION"
+		drain "$r1_admin"
+		relay_t=$(($(cpu_ticks "$r1_pid") - before_relay))
+		nats_t=$(($(cpu_ticks "${NATS_PIDS[@]}") - before_nats))
+		n=$(jfield "$WORK/cluster-rate$rate.json" ok)
+		CLUSTER_ROWS+=("| CPU per event at a steady $rate/s: the relay; the three NATS nodes together | $(awk -v t="$relay_t" -v k="$ticks" -v n="$n" 'BEGIN { printf "%.0f µs", t * 1e6 / k / n }'); $(awk -v t="$nats_t" -v k="$ticks" -v n="$n" 'BEGIN { printf "%.0f µs", t * 1e6 / k / n }') ($n events, delivered) |")
+	done
+
+	log "cluster: accepted/s at concurrency 64 through one relay ($DURATION)"
+	load cluster-one "http://$r1_ingest/webhooks/recall" --concurrency 64 --duration "$DURATION"
+	one=$(jfield "$WORK/cluster-one.json" ok_throughput_rps)
+	drain "$r1_admin"
+	START_TIMEOUT=90 start_relay cluster-r2 "$WORK/cluster-r2/relay.yaml"
+	r2_pid=$RELAY_PID r2_ingest=$RELAY_INGEST
+	log "cluster: accepted/s at concurrency 64 split over two relays ($DURATION)"
+	load cluster-two-a "http://$r1_ingest/webhooks/recall" --concurrency 32 --duration "$DURATION" &
+	la=$!
+	load cluster-two-b "http://$r2_ingest/webhooks/recall" --concurrency 32 --duration "$DURATION"
+	wait "$la"
+	drain "$r1_admin"
+	two=$(awk -v a="$(jfield "$WORK/cluster-two-a.json" ok_throughput_rps)" -v b="$(jfield "$WORK/cluster-two-b.json" ok_throughput_rps)" 'BEGIN { printf "%.0f", a + b }')
+	CLUSTER_ROWS+=("| accepted/s at concurrency 64 through one relay | $one |")
+	CLUSTER_ROWS+=("| accepted/s at concurrency 64 split over two relays (the same two cores) | $two |")
+
+	log "cluster: disk per stored event (2,000 events kept behind a dead endpoint)"
+	stop_proc "$r2_pid"
+	stop_proc "$r1_pid"
+	stop_proc "$recv_pid" # the endpoint is dead from now on: events stay stored
+	before=$(du -sb "$WORK"/nats1 "$WORK"/nats2 "$WORK"/nats3 | awk '{ s += $1 } END { print s }')
+	START_TIMEOUT=90 start_relay cluster-disk "$WORK/cluster-r1/relay.yaml"
+	load cluster-disk "http://$RELAY_INGEST/webhooks/recall" --requests 2000 --concurrency 16
+	stop_proc "$RELAY_PID"
+	sync
+	after=$(du -sb "$WORK"/nats1 "$WORK"/nats2 "$WORK"/nats3 | awk '{ s += $1 } END { print s }')
+	per=$(awk -v a="$after" -v b="$before" 'BEGIN { printf "%.0f", (a - b) / 2000 }')
+	CLUSTER_ROWS+=("| disk per stored event, the three replicas together | $per bytes |")
+	CLUSTER_ROWS+=("| disk for one day of stored events at 100/s; at 1,000/s | $(awk -v p="$per" 'BEGIN { printf "%.1f GB; %.1f GB", p * 100 * 86400 / 1e9, p * 1000 * 86400 / 1e9 }') |")
+	for pid in "${NATS_PIDS[@]}"; do stop_proc "$pid"; done
+fi
+
 # --- report -----------------------------------------------------------------
 cpu=$(awk -F': *' '/^model name/ { print $2; exit }' /proc/cpuinfo)
 echo
@@ -583,6 +718,14 @@ if ((${#BURST_ROWS[@]})); then
 	echo "| ingest_priority | accepted | accepted/s | accept p99 ms | pending deliveries at end | drained in s |"
 	echo "| --- | ---: | ---: | ---: | ---: | ---: |"
 	printf '%s\n' "${BURST_ROWS[@]}"
+fi
+if ((${#CLUSTER_ROWS[@]})); then
+	echo
+	echo "### Cluster sizing (three nats-server processes, replicas 3, relays in cluster mode, all on these cores)"
+	echo
+	echo "| measurement | result |"
+	echo "| --- | --- |"
+	printf '%s\n' "${CLUSTER_ROWS[@]}"
 fi
 if [[ -n $MEM_ROW ]]; then
 	echo
