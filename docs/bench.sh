@@ -43,10 +43,19 @@
 #           1,000 events/s, accepted/s at concurrency 64 through one relay
 #           and split over two, and the cluster's disk per stored event;
 #           for docs/operations.md, Sizing
+#   fault   relay (sync 1s, default retry and breaker) with one http sink to
+#           a relay-load --receive endpoint that answers 503 for
+#           FAULT_OUTAGE while FAULT_EVENTS events arrive at a steady rate
+#           over it, then recovers: events delivered exactly once (distinct
+#           Idempotency-Key), repeats, events missing, the attempts the down
+#           endpoint got, the time from recovery to the last delivery, dead
+#           letters and the relay's peak RSS (VmHWM). Not in the default
+#           MEASURE: it lasts FAULT_OUTAGE plus the drain.
 #
 # Environment: DURATION (15s), CONCURRENCIES ("1 16 64"), E2E_RATE (1000),
-# MEM_EVENTS (100000), MEM_CONCURRENCY (64), MEASURE ("floor fsync relay ratio
-# sustain burst e2e mem"), RATIO_ROUNDS (3), SUSTAIN_RATES ("4000 6000 8000"), LOG_LEVEL (relay --log-level, info: one log line per event, as
+# MEM_EVENTS (100000), MEM_CONCURRENCY (64), FAULT_OUTAGE (10m), FAULT_EVENTS
+# (10000), MEASURE ("floor fsync relay ratio sustain burst e2e mem"; add
+# "fault" or "cluster" for those runs), RATIO_ROUNDS (3), SUSTAIN_RATES ("4000 6000 8000"), LOG_LEVEL (relay --log-level, info: one log line per event, as
 # deployed), RELAY_ENV (extra VAR=value words for relay serve only, e.g.
 # "GOGC=200"), START_TIMEOUT (30 s), DRAIN_TIMEOUT (120 s), KEEP=1 keeps the
 # work directory (logs, reports) and prints its path.
@@ -57,6 +66,8 @@ CONCURRENCIES=${CONCURRENCIES:-"1 16 64"}
 E2E_RATE=${E2E_RATE:-1000}
 MEM_EVENTS=${MEM_EVENTS:-100000}
 MEM_CONCURRENCY=${MEM_CONCURRENCY:-64}
+FAULT_OUTAGE=${FAULT_OUTAGE:-10m}
+FAULT_EVENTS=${FAULT_EVENTS:-10000}
 MEASURE=${MEASURE:-"floor fsync relay ratio sustain burst e2e mem"}
 RATIO_ROUNDS=${RATIO_ROUNDS:-3}
 SUSTAIN_RATES=${SUSTAIN_RATES:-"4000 6000 8000"}
@@ -282,6 +293,7 @@ declare -A FLOOR FSYNC
 RELAY_ROWS=()
 E2E_ROWS=()
 MEM_ROW=""
+FAULT_ROW=""
 declare -A RELAY_OK
 
 # --- a, b: floors -----------------------------------------------------------
@@ -650,6 +662,85 @@ if wants cluster; then
 	for pid in "${NATS_PIDS[@]}"; do stop_proc "$pid"; done
 fi
 
+# --- f: a sink down for an outage, then back ---------------------------------
+# seconds DURATION: a duration in whole s, m or h units, in seconds.
+seconds() {
+	case $1 in
+	*h) echo $((${1%h} * 3600)) ;;
+	*m) echo $((${1%m} * 60)) ;;
+	*s) echo "${1%s}" ;;
+	*) die "FAULT_OUTAGE: want a duration such as 60s, 10m or 1h, got $1" ;;
+	esac
+}
+
+# recv_stat ADDR KEY: one count from a receiver's /stats.
+recv_stat() {
+	local v
+	v=$(curl -fsS --max-time 5 "http://$1/stats" | grep -o "\"$2\":[0-9]*" | cut -d: -f2 || true)
+	echo "${v:-0}"
+}
+
+if wants fault; then
+	name=fault
+	dir=$WORK/$name
+	mkdir -p "$dir"
+	outage_s=$(seconds "$FAULT_OUTAGE")
+	((outage_s > 0)) || die "FAULT_OUTAGE must be positive"
+	rate=$(awk -v n="$FAULT_EVENTS" -v s="$outage_s" 'BEGIN { printf "%.3f", n / s }')
+	start_loadtool fault-receiver --receive 127.0.0.1:0 --down-until "$dir/up" --count-keys --json
+	RECV_PID=$LAST_PID
+	RECV_ADDR=$LAST_ADDR
+	cat >"$dir/relay.yaml" <<EOF
+server:
+  listen: "127.0.0.1:0"
+  admin_listen: "127.0.0.1:0"
+  shutdown_grace: 5s
+storage:
+  dir: $dir/jetstream
+  sync: 1s
+sources:
+  recall:
+    secrets: [$SECRET]
+sinks:
+  endpoint:
+    type: http
+    url: http://$RECV_ADDR/hook
+rules:
+  - name: forward-everything
+    when: "true"
+    sinks: [endpoint]
+EOF
+	start_relay "$name" "$dir/relay.yaml"
+	log "fault: $FAULT_EVENTS events at $rate/s over a $FAULT_OUTAGE outage of $RECV_ADDR"
+	load "$name" "http://$RELAY_INGEST/webhooks/recall" --rate "$rate" --concurrency 16 --requests "$FAULT_EVENTS"
+	f=$WORK/$name.json
+	accepted=$(jfield "$f" ok)
+	refused=$(recv_stat "$RECV_ADDR" refused)
+	dead_before=$(metric "$RELAY_ADMIN" relay_dead_letters)
+	touch "$dir/up"
+	log "fault: the endpoint is back; it refused $refused attempts while down; waiting for $accepted deliveries"
+	up_ns=$(date +%s%N)
+	got=0
+	for ((i = 0; i < DRAIN_TIMEOUT * 10; i++)); do
+		got=$(recv_stat "$RECV_ADDR" unique_keys)
+		((got >= accepted)) && break
+		sleep 0.1
+	done
+	if ((got >= accepted)); then
+		drain=$(awk -v a="$up_ns" -v b="$(date +%s%N)" 'BEGIN { printf "%.1f", (b - a) / 1e9 }')
+	else
+		drain=">$DRAIN_TIMEOUT"
+	fi
+	repeats=$(recv_stat "$RECV_ADDR" duplicate_keys)
+	dead=$(metric "$RELAY_ADMIN" relay_dead_letters)
+	pending=$(metric "$RELAY_ADMIN" relay_pending_deliveries)
+	hwm=$(vm "$RELAY_PID" VmHWM)
+	opened=$(grep -c '"msg":"sink breaker opened' "$WORK/$name.log" || true)
+	stop_proc "$RELAY_PID"
+	stop_proc "$RECV_PID"
+	FAULT_ROW="| $FAULT_OUTAGE | $FAULT_EVENTS | $accepted | $got | $repeats | $((accepted - got)) | $refused | $opened | $drain | $dead_before / $dead | $pending | $(mb "$hwm") |"
+fi
+
 # --- report -----------------------------------------------------------------
 cpu=$(awk -F': *' '/^model name/ { print $2; exit }' /proc/cpuinfo)
 echo
@@ -734,4 +825,12 @@ if [[ -n $MEM_ROW ]]; then
 	echo "| events accepted | accepted/s | RSS idle MB | RSS after MB | HWM MB | pending deliveries |"
 	echo "| ---: | ---: | ---: | ---: | ---: | ---: |"
 	echo "$MEM_ROW"
+fi
+if [[ -n $FAULT_ROW ]]; then
+	echo
+	echo "### A sink down for an outage, then back (sync 1s, default retry and breaker)"
+	echo
+	echo "| outage | events sent | accepted | delivered once | repeats | missing | attempts while down | breaker openings | drained in s | dead letters (at recovery / end) | pending at end | relay peak RSS MB |"
+	echo "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+	echo "$FAULT_ROW"
 fi

@@ -121,8 +121,25 @@ type SinkConfig struct {
 	// Registry, is the type's own default, else 4.
 	Concurrency int `koanf:"concurrency"`
 	// Retry defaults, key by key, to the top-level retry policy.
-	Retry   RetryPolicy    `koanf:"retry"`
+	Retry RetryPolicy `koanf:"retry"`
+	// Breaker defaults, key by key, to DefaultBreaker.
+	Breaker BreakerConfig  `koanf:"breaker"`
 	Options map[string]any `koanf:",remain"`
+}
+
+// BreakerConfig is a sink's circuit breaker: after Failures failed attempts
+// in a row the sink gets no attempt for Cooldown, then one probe, and a
+// probe that succeeds closes it again (see docs/design.md, Delivery under
+// faults).
+type BreakerConfig struct {
+	Failures int           `koanf:"failures"`
+	Cooldown time.Duration `koanf:"cooldown"`
+}
+
+// DefaultBreaker returns the breaker settings of a sink whose config does
+// not set them.
+func DefaultBreaker() BreakerConfig {
+	return BreakerConfig{Failures: 5, Cooldown: 30 * time.Second}
 }
 
 // RetryPolicy says how long and how often a failing delivery is retried.
@@ -552,11 +569,12 @@ func decodeSinks(blocks map[string]map[string]any, retry RetryPolicy, reg *sinks
 func decodeSink(name string, block map[string]any, retry RetryPolicy) (SinkConfig, []error) {
 	p := "sinks." + name
 	block, errs := checkSinkKeys(p, block)
-	sc := SinkConfig{Retry: retry, Options: make(map[string]any)}
+	sc := SinkConfig{Retry: retry, Breaker: DefaultBreaker(), Options: make(map[string]any)}
 	errs = append(errs, decode(p, block, &sc, matchSinkKey)...)
 	if _, own := block["retry"]; own {
 		errs = append(errs, validateRetry(p+".retry", sc.Retry)...)
 	}
+	errs = append(errs, validateBreaker(p+".breaker", sc.Breaker)...)
 	if sc.Type == "" {
 		errs = append(errs, fmt.Errorf("%s.type: required", p))
 	}
@@ -565,13 +583,25 @@ func decodeSink(name string, block map[string]any, retry RetryPolicy) (SinkConfi
 
 // matchSinkKey matches the keys of SinkConfig's own fields exactly: any
 // other key of a sink's block is an option, and "Type" is one. The keys of
-// its retry policy match ignoring case, as everywhere else in the file.
+// its retry policy and breaker match ignoring case, as everywhere else in
+// the file.
 func matchSinkKey(key, field string) bool {
 	switch field {
-	case "type", "concurrency", "retry":
+	case "type", "concurrency", "retry", "breaker":
 		return key == field
 	}
 	return strings.EqualFold(key, field)
+}
+
+func validateBreaker(p string, b BreakerConfig) []error {
+	var errs []error
+	if b.Failures < 1 {
+		errs = append(errs, fmt.Errorf("%s.failures: must be at least 1", p))
+	}
+	if b.Cooldown <= 0 {
+		errs = append(errs, fmt.Errorf("%s.cooldown: must be positive", p))
+	}
+	return errs
 }
 
 // checkSinkKeys holds a sink's type and concurrency to rules stricter than

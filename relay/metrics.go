@@ -25,6 +25,8 @@ type Metrics struct {
 	// Deliveries giving way to a busy ingest (server.ingest_priority).
 	Yielding   *prometheus.GaugeVec
 	YieldTotal *prometheus.CounterVec
+	// BreakerOpen is 1 while a sink's breaker holds its deliveries back.
+	BreakerOpen *prometheus.GaugeVec
 }
 
 // NewMetrics creates and registers every metric listed in docs/reference.md,
@@ -90,12 +92,16 @@ func NewMetrics() *Metrics {
 			Name: "relay_delivery_yield_seconds_total",
 			Help: "Time deliveries spent waiting for a busy ingest to ease (server.ingest_priority), by sink.",
 		}, []string{"sink"}),
+		BreakerOpen: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "relay_sink_breaker_open",
+			Help: "1 while the sink's breaker is open (no deliveries but a probe after the cooldown), else 0, by sink.",
+		}, []string{"sink"}),
 	}
 	m.Registry.MustRegister(
 		m.IngestRequests, m.IngestRejected, m.EventsAccepted, m.RuleMatches, m.RuleErrors,
 		m.Deliveries, m.DeliveryDuration, m.DeadLetters, m.PendingDeliveries,
 		m.ConfigReloadOK, m.ConfigReloadTime, m.IngestStoreLatency,
-		m.Yielding, m.YieldTotal,
+		m.Yielding, m.YieldTotal, m.BreakerOpen,
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	)
@@ -126,6 +132,7 @@ func (m *Metrics) initLabels(cfg *Config) {
 		m.PendingDeliveries.WithLabelValues(name)
 		m.Yielding.WithLabelValues(name)
 		m.YieldTotal.WithLabelValues(name)
+		m.BreakerOpen.WithLabelValues(name)
 	}
 }
 

@@ -25,7 +25,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"net/url"
 	"strings"
@@ -87,6 +86,7 @@ type Sink struct {
 	tmpl    *sinks.Template
 	limiter *rate.Limiter // nil: no pacing
 	client  *http.Client
+	timeout time.Duration // client.Timeout: the bound on one request
 
 	userAgent string // sent with webhook posts
 	now       func() time.Time
@@ -172,12 +172,14 @@ func New(name string, options map[string]any, env sinks.Env) (sinks.Sink, error)
 		return nil, err
 	}
 
+	s.timeout = o.Timeout
 	s.client = &http.Client{
 		Timeout: o.Timeout,
 		CheckRedirect: func(*http.Request, []*http.Request) error {
 			return http.ErrUseLastResponse // a 3xx is an answer, and permanent
 		},
-		Transport: http.DefaultTransport.(*http.Transport).Clone(),
+		// slack-go reads a Web API answer whole: cap what it can read.
+		Transport: sinks.LimitResponses(http.DefaultTransport.(*http.Transport).Clone(), maxAPIResponse),
 	}
 	if token {
 		u, _ := url.Parse(apiURL)
@@ -191,7 +193,14 @@ func New(name string, options map[string]any, env sinks.Env) (sinks.Sink, error)
 	return s, nil
 }
 
+// maxAPIResponse bounds the answer to a chat.postMessage call, which
+// echoes the message posted (Slack caps a message's text at 40,000
+// characters and its blocks at 50).
+const maxAPIResponse = 1 << 20
+
 // Send posts one message for d, after waiting for its turn under the rate.
+// The request, its answer included, takes at most the sink's timeout, and
+// a bounded part of the answer is read.
 func (s *Sink) Send(ctx context.Context, d sinks.Delivery) error {
 	msg, err := s.message(d)
 	if err != nil {
@@ -235,7 +244,8 @@ func (s *Sink) postWebhook(ctx context.Context, msg payload) error {
 	if err != nil {
 		return sinks.Permanent(fmt.Errorf("slack webhook: encode message: %w", err))
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, s.webhookURL, bytes.NewReader(body))
+	att := &sinks.HTTPAttempt{Method: http.MethodPost, Target: s.webhookTo, Timeout: s.timeout}
+	req, err := http.NewRequestWithContext(att.Context(ctx), http.MethodPost, s.webhookURL, bytes.NewReader(body))
 	if err != nil { // unreachable: the URL was validated; never quote it
 		return sinks.Permanent(errors.New("slack webhook: invalid webhook_url"))
 	}
@@ -243,15 +253,18 @@ func (s *Sink) postWebhook(ctx context.Context, msg payload) error {
 	req.Header.Set("User-Agent", s.userAgent)
 	resp, err := s.client.Do(req)
 	if err != nil {
-		return sinks.Redact(fmt.Errorf("slack webhook: %w", sinks.TransportError(http.MethodPost, s.webhookTo, err)), s.secrets...)
+		return sinks.Redact(fmt.Errorf("slack webhook: %w", att.RequestError(ctx, err)), s.secrets...)
 	}
 	defer resp.Body.Close()
 	// Slack answers in plain text: "ok", or an error code such as
 	// channel_not_found, no_text, invalid_payload.
-	text := sinks.ReadErrorBody(resp.Body)
-	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
+	text, readErr := sinks.ReadResponseText(resp.Body)
+	if readErr == nil {
+		readErr = sinks.DrainResponse(resp.Body)
+	}
 	if err := sinks.ClassifyStatus(resp.StatusCode, resp.Status, resp.Header, text, s.now()); err != nil {
-		return sinks.Redact(fmt.Errorf("slack webhook: %w", err), s.secrets...)
+		err = att.ReadFailed(ctx, fmt.Errorf("slack webhook: %w", err), readErr)
+		return sinks.Redact(err, s.secrets...)
 	}
 	return nil
 }
@@ -261,7 +274,11 @@ func (s *Sink) postMessage(ctx context.Context, msg payload) error {
 	if len(msg.Blocks) > 0 {
 		opts = append(opts, goslack.MsgOptionBlocks(msg.Blocks...))
 	}
-	_, _, err := s.api.PostMessageContext(ctx, s.channel, opts...)
+	att := &sinks.HTTPAttempt{Method: http.MethodPost, Target: s.endpoint, Timeout: s.timeout}
+	_, _, err := s.api.PostMessageContext(att.Context(ctx), s.channel, opts...)
+	if te, ok := att.TimedOut(ctx, err); ok {
+		return sinks.Redact(fmt.Errorf("slack chat.postMessage: %w", te), s.token)
+	}
 	return sinks.Redact(s.classifyAPI(err), s.token)
 }
 
@@ -344,6 +361,8 @@ func (s *Sink) classifyAPI(err error) error {
 		return err // internal_error, fatal_error, service_unavailable, unknown codes
 	case errors.As(err, &ue):
 		return fmt.Errorf("slack chat.postMessage: %w", sinks.TransportError(http.MethodPost, s.endpoint, err))
+	case errors.Is(err, sinks.ErrResponseTooLarge):
+		return fmt.Errorf("slack chat.postMessage: answer larger than %d bytes: %w", maxAPIResponse, err)
 	}
 	return fmt.Errorf("slack chat.postMessage: %w", err)
 }
