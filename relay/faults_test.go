@@ -101,7 +101,10 @@ func TestBreakerOpensProbesCloses(t *testing.T) {
 		return rec.send(ctx, d)
 	})
 	const cooldown = 300 * time.Millisecond
-	yaml := withSinkB(t, "    concurrency: 1\n    breaker: {failures: 3, cooldown: 300ms}\n", "retry:\n  max_attempts: 3\n  initial_interval: 10ms\n  max_interval: 20ms\n")
+	// max_attempts above breaker.failures: the first event's own attempts,
+	// which open the breaker, must not also exhaust it (the probes that
+	// follow do not count against any event).
+	yaml := withSinkB(t, "    concurrency: 1\n    breaker: {failures: 3, cooldown: 300ms}\n", "retry:\n  max_attempts: 5\n  initial_interval: 10ms\n  max_interval: 20ms\n")
 	var logs lockedLog
 	srv := startServerLogging(t, tr, yaml, slog.New(slog.NewJSONHandler(&logs, nil)))
 	defer srv.Stop(context.Background())
