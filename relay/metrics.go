@@ -25,6 +25,10 @@ type Metrics struct {
 	// Deliveries giving way to a busy ingest (server.ingest_priority).
 	Yielding   *prometheus.GaugeVec
 	YieldTotal *prometheus.CounterVec
+	// Expectation timers open now (read from the store at each scrape) and
+	// missed events stored.
+	ExpectationsOpen   *prometheus.GaugeVec
+	ExpectationsMissed *prometheus.CounterVec
 }
 
 // NewMetrics creates and registers every metric listed in docs/reference.md,
@@ -90,12 +94,21 @@ func NewMetrics() *Metrics {
 			Name: "relay_delivery_yield_seconds_total",
 			Help: "Time deliveries spent waiting for a busy ingest to ease (server.ingest_priority), by sink.",
 		}, []string{"sink"}),
+		ExpectationsOpen: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "relay_expectations_open",
+			Help: "Expectation timers started and neither settled nor run out yet, by expectation (read from the store at each scrape).",
+		}, []string{"expectation"}),
+		ExpectationsMissed: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "relay_expectations_missed_total",
+			Help: "Expectation timers that ran out, each stored as one relay.expectation_missed event, by expectation.",
+		}, []string{"expectation"}),
 	}
 	m.Registry.MustRegister(
 		m.IngestRequests, m.IngestRejected, m.EventsAccepted, m.RuleMatches, m.RuleErrors,
 		m.Deliveries, m.DeliveryDuration, m.DeadLetters, m.PendingDeliveries,
 		m.ConfigReloadOK, m.ConfigReloadTime, m.IngestStoreLatency,
 		m.Yielding, m.YieldTotal,
+		m.ExpectationsOpen, m.ExpectationsMissed,
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	)
@@ -126,6 +139,10 @@ func (m *Metrics) initLabels(cfg *Config) {
 		m.PendingDeliveries.WithLabelValues(name)
 		m.Yielding.WithLabelValues(name)
 		m.YieldTotal.WithLabelValues(name)
+	}
+	for _, name := range cfg.ExpectSet.Names() {
+		m.ExpectationsOpen.WithLabelValues(name)
+		m.ExpectationsMissed.WithLabelValues(name)
 	}
 }
 

@@ -6,9 +6,10 @@ import (
 	"github.com/expr-lang/expr/vm"
 )
 
-// knownEvents are the Recall.ai webhook event types the relay knows of,
-// plus its own synthetic MissedEvent. Recall may add more; the list is used
-// only to warn about expressions that can match none of these.
+// knownEvents are the Recall.ai webhook event types the relay knows of.
+// Recall may add more; the list is used only to warn about expressions that
+// can match none of these. MissedEvent is not one: a missed event starts
+// and settles no timer.
 var knownEvents = func() []string {
 	events := []string{
 		"bot.joining_call", "bot.in_waiting_room", "bot.in_call_not_recording",
@@ -18,7 +19,6 @@ var knownEvents = func() []string {
 		"bot.breakout_room_opened", "bot.breakout_room_closed",
 		"sdk_upload.uploading", "sdk_upload.complete", "sdk_upload.failed",
 		"calendar.update", "calendar.sync_events",
-		MissedEvent,
 	}
 	for _, object := range []string{"recording", "transcript", "audio_mixed", "audio_separate",
 		"video_mixed", "video_separate", "participant_events", "meeting_metadata"} {
@@ -30,7 +30,7 @@ var knownEvents = func() []string {
 }()
 
 // KnownEvents returns the event types of the catalog: Recall's webhook
-// events and MissedEvent.
+// events.
 func KnownEvents() []string { return append([]string(nil), knownEvents...) }
 
 // catalogSamples builds one sample environment per known event type and,
@@ -40,11 +40,6 @@ func KnownEvents() []string { return append([]string(nil), knownEvents...) }
 func catalogSamples() []*Env {
 	var out []*Env
 	for _, event := range knownEvents {
-		if event == MissedEvent {
-			env, _ := NewMissedEnv([]byte(`{"expectation":"sample","key":"sample","deadline":"2025-01-01T00:00:00Z","after":{}}`), Meta{MsgID: "msg_sample"})
-			out = append(out, env)
-			continue
-		}
 		out = append(out, sampleEnv(event, nil))
 		for _, sc := range subCodesOf(event) {
 			out = append(out, sampleEnv(event, sc))
