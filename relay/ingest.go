@@ -66,6 +66,7 @@ type ingestHandler struct {
 	now      func() time.Time
 	load     *ingestLoad // measures how busy ingest is
 	timers   *timers     // expectation timers; nil: none
+	objects  *objects    // each object's latest state; nil: none
 	draining atomic.Bool
 	reading  atomic.Int64 // requests reading their body now
 }
@@ -139,6 +140,7 @@ func (h *ingestHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.reject(w, src.name, "not_json", http.StatusBadRequest, errorBody("body is not a JSON object"))
 		return
 	}
+	track := h.objects.annotate(r.Context(), env) // stale, previous_status
 	matched := h.route(routes, env, &ev)
 	start := time.Now()
 	dup, err := h.store.Append(r.Context(), ev)
@@ -160,6 +162,7 @@ func (h *ingestHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		status = "duplicate"
 		h.log.Info("duplicate event", "source", src.name, "msg_id", msgID, "event", ev.Type)
 	} else {
+		h.objects.record(track)
 		h.metrics.EventsAccepted.WithLabelValues(src.name).Inc()
 		for _, name := range matched {
 			h.metrics.RuleMatches.WithLabelValues(name).Inc()

@@ -130,6 +130,9 @@ func (s *Server) Start(ctx context.Context) (err error) {
 	if err := s.startTimers(ctx, cfg); err != nil {
 		return err
 	}
+	if err := s.startObjects(ctx, cfg); err != nil {
+		return err
+	}
 
 	if s.adminLn, err = s.listen(cfg.Server.AdminListen, cfg.Server.AdminTLS, &s.adminCert); err != nil {
 		return fmt.Errorf("admin listener: %w", err)
@@ -320,6 +323,9 @@ func (s *Server) stop(ctx context.Context) error {
 		<-s.loadDone
 	}
 	s.timers.stop(ctx)
+	if s.ingest != nil {
+		s.ingest.objects.stop()
+	}
 	if s.engine != nil {
 		gctx, cancel := context.WithTimeout(ctx, cfg.Server.ShutdownGrace)
 		errs = append(errs, s.engine.stop(gctx))
