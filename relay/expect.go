@@ -146,7 +146,8 @@ func (t *timers) settle(ctx context.Context, hit rules.Hit) error {
 // event ev, decoded as env, under the expectations in force. An
 // expectation that fails for the event is logged and touches no timer.
 // The first store error is returned: the caller answers 503, the sender
-// retries, and the retry (a duplicate) observes the event again.
+// retries, and the retry (a duplicate) observes the event again. With
+// storage.sync: always the changes are synced before it returns.
 func (t *timers) observe(ctx context.Context, set *rules.Expectations, env *rules.Env, ev Event) error {
 	if t == nil || set.Len() == 0 {
 		return nil
@@ -164,6 +165,13 @@ func (t *timers) observe(ctx context.Context, set *rules.Expectations, env *rule
 		}
 		if err != nil {
 			return err
+		}
+	}
+	if len(hits) > 0 && t.store.gsync != nil {
+		// sync: always: the timers are on stable storage before the 200,
+		// like the event (one filesystem sync shared with other requests).
+		if err := t.store.gsync.wait(ctx); err != nil {
+			return fmt.Errorf("sync timers: %w", err)
 		}
 	}
 	return nil
