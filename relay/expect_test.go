@@ -251,3 +251,29 @@ func TestExpectationStreamSettings(t *testing.T) {
 		t.Errorf("stream config %+v", c)
 	}
 }
+
+// TestMissedEventReplayed: a missed event dead-lettered by a sink and
+// replayed is still decoded as a missed event: the template sees the
+// after event's recording.
+func TestMissedEventReplayed(t *testing.T) {
+	hook, hookSrv := newCapture(func(w http.ResponseWriter) { w.WriteHeader(http.StatusBadRequest) })
+	defer hookSrv.Close()
+	dir := t.TempDir()
+	h := startRealHarness(t, expectConfig(dir, hookSrv.URL, time.Second))
+	h.mustAccept("msg_a", recordingDone("rec_r"))
+	hook.wait(t, 1)
+	var dead []DeadLetter
+	eventually(t, 20*time.Second, "the dead letter", func() bool { dead = h.deadLetters("hook"); return len(dead) == 1 })
+	if dead[0].Event != rules.MissedEvent {
+		t.Errorf("dead letter event %q", dead[0].Event)
+	}
+	if code := h.admin(http.MethodPost, fmt.Sprintf("/api/v1/dlq/%d/replay", dead[0].ID), nil); code != 200 {
+		t.Fatalf("replay: %d", code)
+	}
+	hook.wait(t, 1)
+	hook.mu.Lock()
+	defer hook.mu.Unlock()
+	if got := string(hook.body[1]); got != `{"rec": "rec_r", "bot": "bot_1", "key": "rec_r", "event": "relay.expectation_missed"}` {
+		t.Errorf("replayed delivery: %s", got)
+	}
+}
