@@ -277,3 +277,34 @@ func TestMissedEventReplayed(t *testing.T) {
 		t.Errorf("replayed delivery: %s", got)
 	}
 }
+
+// TestExpectationRemovedByReload: a timer whose expectation a reload
+// removed runs out into nothing.
+func TestExpectationRemovedByReload(t *testing.T) {
+	hook, hookSrv := newCapture()
+	defer hookSrv.Close()
+	dir := t.TempDir()
+	yaml := expectConfig(dir, hookSrv.URL, 2*time.Second)
+	h := startRealHarness(t, yaml)
+	h.mustAccept("msg_a", recordingDone("rec_1"))
+	without := yaml[:strings.Index(yaml, "expectations:")]
+	if err := os.WriteFile(h.path, []byte(without), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.srv.Reload(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 20*time.Second, "the timer to run out", func() bool {
+		n, err := h.srv.timers.open(t.Context(), "transcript-arrives")
+		return err == nil && n == 0
+	})
+	settled(t, h.srv, "missed", "hook")
+	if lines := readLines(t, filepath.Join(dir, "missed.jsonl")); len(lines) != 0 {
+		t.Errorf("missed events after the expectation was removed: %+v", lines)
+	}
+	hook.mu.Lock()
+	defer hook.mu.Unlock()
+	if len(hook.body) != 0 {
+		t.Errorf("deliveries: %q", hook.body)
+	}
+}
