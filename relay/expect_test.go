@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
@@ -306,5 +307,55 @@ func TestExpectationRemovedByReload(t *testing.T) {
 	defer hook.mu.Unlock()
 	if len(hook.body) != 0 {
 		t.Errorf("deliveries: %q", hook.body)
+	}
+}
+
+// TestIngestTimerFailureAnswers503: when the timers cannot be started, the
+// stored event is answered 503, so that the sender retries and the retry
+// (a duplicate) starts them.
+func TestIngestTimerFailureAnswers503(t *testing.T) {
+	ctx := t.Context()
+	s, err := openJetStream(ctx, StorageConfig{Dir: t.TempDir(), SyncInterval: time.Second, DedupeWindow: time.Hour}, 1<<20, discardLogger())
+	if err != nil {
+		t.Fatal(err)
+	}
+	stream, err := s.ensureExpectStream(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	store := &memStore{}
+	h := newTestIngest(t, store)
+	set, err := rules.CompileExpectations([]rules.ExpectationSpec{{Name: "x", After: "true", Expect: "false", Key: "recording.id", Within: time.Hour}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	routes := *h.routes.Load()
+	routes.expect = set
+	h.routes.Store(&routes)
+	h.timers = &timers{store: s, stream: stream, log: discardLogger(), metrics: h.metrics, now: time.Now}
+
+	post := func() int {
+		w := httptest.NewRecorder()
+		h.ServeHTTP(w, signed(t, testSecret, "msg_1", testNow, recordingDone("rec_1"), "svix"))
+		return w.Code
+	}
+	s.close() // the store goes away
+	if code := post(); code != http.StatusServiceUnavailable || len(store.events) != 1 {
+		t.Fatalf("got %d with %d events stored, want 503 with the event stored", code, len(store.events))
+	}
+	s, err = openJetStream(ctx, StorageConfig{Dir: t.TempDir(), SyncInterval: time.Second, DedupeWindow: time.Hour}, 1<<20, discardLogger())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.close()
+	if h.timers.stream, err = s.ensureExpectStream(ctx); err != nil {
+		t.Fatal(err)
+	}
+	h.timers.store = s
+	if code := post(); code != http.StatusOK {
+		t.Fatalf("retry: %d", code)
+	}
+	if n, err := h.timers.open(ctx, "x"); err != nil || n != 1 {
+		t.Errorf("open timers after the retry: %d, %v", n, err)
 	}
 }
