@@ -40,6 +40,10 @@ type Config struct {
 	Rules   []rules.Spec `koanf:"rules"`
 	// RuleSet is Rules compiled.
 	RuleSet *rules.Set
+	// Expectations start, settle and miss timers (see relay/expect.go).
+	Expectations []rules.ExpectationSpec `koanf:"expectations"`
+	// ExpectSet is Expectations compiled.
+	ExpectSet *rules.Expectations
 }
 
 // ServerConfig holds the listeners and their limits.
@@ -324,6 +328,8 @@ func decodeConfig(k *koanf.Koanf, reg *sinks.Registry) (*Config, error) {
 		errs = append(errs, Problems(err)...)
 	}
 	cfg.RuleSet = set
+	cfg.ExpectSet, err = rules.CompileExpectations(cfg.Expectations)
+	errs = append(errs, Problems(err)...)
 	if err := errors.Join(errs...); err != nil {
 		return nil, err
 	}

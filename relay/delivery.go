@@ -390,14 +390,15 @@ func (w *worker) acquireRuntime() *sinkRuntime {
 }
 
 // addTemplateData decodes d's body into the data templates see (ingest
-// checked it is an object), and sets d.Event from it, unless sink sends only
+// checked it is an object; a missed event is decoded as it was routed, see
+// rules.NewEnvFor), and sets d.Event from it, unless sink sends only
 // the raw body. For a nil sink (removed) the body is decoded all the same:
 // the dead letter records the Event decoded from it.
 func addTemplateData(sink sinks.Sink, d *sinks.Delivery) {
 	if raw, ok := sink.(sinks.RawSender); ok && raw.RawOnly() {
 		return
 	}
-	if env, err := rules.NewEnv(d.Body, rules.Meta{Source: d.Source, MsgID: d.MsgID, ReceivedAt: d.ReceivedAt}); err == nil {
+	if env, err := rules.NewEnvFor(d.Event, d.Body, rules.Meta{Source: d.Source, MsgID: d.MsgID, ReceivedAt: d.ReceivedAt}); err == nil {
 		d.Event = env.Event
 		d.Data = env.Data()
 	}

@@ -46,6 +46,7 @@ type Server struct {
 	store  *jsStore
 	engine *engine
 	ingest *ingestHandler
+	timers *timers     // expectation timers
 	load   *ingestLoad // shared by ingest and the delivery workers
 	// stopLoad ends load.run; loadDone is closed when it has.
 	stopLoad context.CancelFunc
@@ -140,6 +141,12 @@ func (s *Server) Start(ctx context.Context) (err error) {
 	}()
 	s.ingest = &ingestHandler{store: s.store, metrics: s.metrics, log: s.log, now: s.opts.Now, load: s.load}
 	s.ingest.routes.Store(routes)
+	if err := s.startTimers(ctx, cfg); err != nil {
+		return err
+	}
+	if err := s.startObjects(ctx, cfg); err != nil {
+		return err
+	}
 
 	if s.adminLn, err = s.listen(cfg.Server.AdminListen, cfg.Server.AdminTLS, &s.adminCert); err != nil {
 		return fmt.Errorf("admin listener: %w", err)
@@ -357,6 +364,10 @@ func (s *Server) stop(ctx context.Context) error {
 		// No more webhooks: deliveries need not give way.
 		s.stopLoad()
 		<-s.loadDone
+	}
+	s.timers.stop(ctx)
+	if s.ingest != nil {
+		s.ingest.objects.stop()
 	}
 	if s.engine != nil {
 		gctx, cancel := context.WithTimeout(ctx, cfg.Server.ShutdownGrace)

@@ -47,7 +47,7 @@ rules:
 		{name: "quick-start config", args: []string{"check", "-c", "../../configs/relay.yaml"}, wantCode: 0,
 			wantOut: []string{"../../configs/relay.yaml: ok (1 sources, 2 sinks, 3 rules)"}},
 		{name: "full example", args: []string{"check", "-c", "../../configs/examples/relay.yaml"}, wantCode: 0,
-			wantOut: []string{"../../configs/examples/relay.yaml: ok (1 sources, 3 sinks, 3 rules)"}},
+			wantOut: []string{"../../configs/examples/relay.yaml: ok (1 sources, 3 sinks, 4 rules, 2 expectations)"}},
 		{name: "every problem with its path", args: []string{"check", "-c", bad}, wantCode: 1,
 			wantOut: []string{
 				"sources.recall.secrets[0]: empty secret",

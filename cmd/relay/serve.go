@@ -162,7 +162,14 @@ func checkCommand() *cobra.Command {
 				printProblems(cmd.OutOrStdout(), err)
 				return errFailed
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "%s: ok (%d sources, %d sinks, %d rules)\n", configPath, len(cfg.Sources), len(cfg.Sinks), len(cfg.Rules))
+			counts := fmt.Sprintf("%d sources, %d sinks, %d rules", len(cfg.Sources), len(cfg.Sinks), len(cfg.Rules))
+			if n := len(cfg.Expectations); n > 0 {
+				counts += fmt.Sprintf(", %d expectations", n)
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "%s: ok (%s)\n", configPath, counts)
+			for _, w := range relay.ExpectationWarnings(cfg) {
+				fmt.Fprintln(cmd.ErrOrStderr(), "warning:", w)
+			}
 			// Valid, but relay serve would refuse to expose it like this:
 			// say so now, not at deploy time.
 			for _, e := range relay.Problems(relay.Refusals(cfg)) {
