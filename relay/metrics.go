@@ -25,6 +25,9 @@ type Metrics struct {
 	// Deliveries giving way to a busy ingest (server.ingest_priority).
 	Yielding   *prometheus.GaugeVec
 	YieldTotal *prometheus.CounterVec
+	// SlackMessages counts Slack messages by sink and kind (post, reply,
+	// update); sinks count through sinks.Env.Count.
+	SlackMessages *prometheus.CounterVec
 }
 
 // NewMetrics creates and registers every metric listed in docs/reference.md,
@@ -90,12 +93,13 @@ func NewMetrics() *Metrics {
 			Name: "relay_delivery_yield_seconds_total",
 			Help: "Time deliveries spent waiting for a busy ingest to ease (server.ingest_priority), by sink.",
 		}, []string{"sink"}),
+		SlackMessages: newSlackMessages(),
 	}
 	m.Registry.MustRegister(
 		m.IngestRequests, m.IngestRejected, m.EventsAccepted, m.RuleMatches, m.RuleErrors,
 		m.Deliveries, m.DeliveryDuration, m.DeadLetters, m.PendingDeliveries,
 		m.ConfigReloadOK, m.ConfigReloadTime, m.IngestStoreLatency,
-		m.Yielding, m.YieldTotal,
+		m.Yielding, m.YieldTotal, m.SlackMessages,
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	)
