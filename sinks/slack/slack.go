@@ -26,13 +26,13 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"net/url"
 	"strings"
 	"time"
 
 	goslack "github.com/slack-go/slack"
-	"golang.org/x/time/rate"
 
 	"github.com/relay-dev/relay/sinks"
 )
@@ -69,6 +69,21 @@ type Options struct {
 	Rate string `yaml:"rate"`
 	// Timeout bounds one request; default 10s.
 	Timeout time.Duration `yaml:"timeout"`
+	// ThreadBy, Web API mode only, is an expression over the rule
+	// environment giving a string key (e.g. recording.id): events of one
+	// key share one thread whose parent message shows the latest state of
+	// each of the key's objects (see thread.go). An empty key posts a
+	// message of its own.
+	ThreadBy string `yaml:"thread_by"`
+	// GroupBy, Web API mode only and not with ThreadBy, lists expressions
+	// whose values group a burst of events into one message.
+	GroupBy []string `yaml:"group_by"`
+	// GroupWait is how long a new group collects members before its
+	// message is posted; default 30s.
+	GroupWait time.Duration `yaml:"group_wait"`
+	// GroupInterval is the least time between two updates of a group's
+	// message; default 5m.
+	GroupInterval time.Duration `yaml:"group_interval"`
 }
 
 // Sink is a Slack sink. Safe for concurrent use.
@@ -84,12 +99,19 @@ type Sink struct {
 	channel  string
 	endpoint string // api_url + "chat.postMessage", for messages
 
-	tmpl    *sinks.Template
-	limiter *rate.Limiter // nil: no pacing
-	client  *http.Client
+	tmpl   *sinks.Template
+	pacer  *pacer // shared by the sinks of one channel and credential
+	client *http.Client
 
+	// thread_by: the key of an event's thread, and the relay's state.
+	threadBy  func(data map[string]any) (string, error)
+	openState func(ctx context.Context) (sinks.State, error)
+
+	name      string
 	userAgent string // sent with webhook posts
 	now       func() time.Time
+	log       *slog.Logger
+	count     func(metric string, labels ...string)
 }
 
 // New builds a Slack sink from its config options, with env's User-Agent
@@ -98,7 +120,7 @@ type Sink struct {
 func New(name string, options map[string]any, env sinks.Env) (sinks.Sink, error) {
 	o := Options{Rate: "1/s", Timeout: 10 * time.Second}
 	env = env.WithDefaults()
-	s := &Sink{userAgent: env.UserAgent, now: env.Now}
+	s := &Sink{name: name, userAgent: env.UserAgent, now: env.Now, log: env.Logger, count: env.Count, openState: env.State}
 	// Report decoding and validation problems together; a key that failed
 	// to decode keeps its default.
 	var errs []error
@@ -160,16 +182,19 @@ func New(name string, options map[string]any, env sinks.Env) (sinks.Sink, error)
 	perSecond, err := sinks.ParseRate(o.Rate)
 	if err != nil {
 		errs = append(errs, fmt.Errorf("rate: %w", err))
-	} else if perSecond > 0 {
-		// Burst 1: messages are spread evenly, never bunched.
-		s.limiter = rate.NewLimiter(rate.Limit(perSecond), 1)
 	}
+	errs = append(errs, s.threadOptions(o, env, webhook)...)
 
 	if o.Timeout <= 0 {
 		errs = append(errs, errors.New("timeout: must be positive"))
 	}
 	if err := errors.Join(errs...); err != nil {
 		return nil, err
+	}
+	if webhook {
+		s.pacer = sharedPacer(s.webhookURL, "", "", perSecond)
+	} else {
+		s.pacer = sharedPacer(s.token, apiURL, s.channel, perSecond)
 	}
 
 	s.client = &http.Client{
@@ -191,21 +216,68 @@ func New(name string, options map[string]any, env sinks.Env) (sinks.Sink, error)
 	return s, nil
 }
 
-// Send posts one message for d, after waiting for its turn under the rate.
+// Send posts one message for d, after waiting for its turn under the rate;
+// with thread_by, it posts in d's thread (see thread.go).
 func (s *Sink) Send(ctx context.Context, d sinks.Delivery) error {
+	if s.threadBy != nil {
+		key, err := s.threadBy(d.Data)
+		if err != nil {
+			return sinks.Permanent(fmt.Errorf("slack thread_by: %w", err))
+		}
+		if key != "" {
+			return s.sendThreaded(ctx, d, key)
+		}
+	}
 	msg, err := s.message(d)
 	if err != nil {
 		return err
 	}
-	if s.limiter != nil {
-		if err := s.limiter.Wait(ctx); err != nil {
-			return fmt.Errorf("slack pacing: %w", err)
+	if s.api != nil {
+		_, _, err := s.post(ctx, "post", msg, "")
+		return err
+	}
+	if err := s.pacer.wait(ctx, s.now); err != nil {
+		return err
+	}
+	if err := s.postWebhook(ctx, msg); err != nil {
+		return err
+	}
+	s.count("slack_messages", s.name, "post")
+	return nil
+}
+
+// threadOptions checks thread_by, group_by and their companions.
+func (s *Sink) threadOptions(o Options, env sinks.Env, webhook bool) []error {
+	var errs []error
+	thread, group := strings.TrimSpace(o.ThreadBy) != "", len(o.GroupBy) > 0
+	if webhook && thread {
+		errs = append(errs, errors.New("thread_by: only with token (an incoming webhook cannot reply in a thread or update a message)"))
+	}
+	if webhook && group {
+		errs = append(errs, errors.New("group_by: only with token (an incoming webhook cannot update a message)"))
+	}
+	if thread && group {
+		errs = append(errs, errors.New("group_by: not with thread_by (a sink either threads or groups)"))
+	}
+	if group && !webhook && !thread {
+		errs = append(errs, errors.New("group_by: not implemented yet"))
+	}
+	if o.GroupWait < 0 {
+		errs = append(errs, errors.New("group_wait: must not be negative"))
+	}
+	if o.GroupInterval < 0 {
+		errs = append(errs, errors.New("group_interval: must not be negative"))
+	}
+	if thread && !webhook {
+		if env.CompileString == nil {
+			errs = append(errs, errors.New("thread_by: expressions are not available to this sink"))
+		} else if f, err := env.CompileString(o.ThreadBy); err != nil {
+			errs = append(errs, fmt.Errorf("thread_by: %w", err))
+		} else {
+			s.threadBy = f
 		}
 	}
-	if s.api != nil {
-		return s.postMessage(ctx, msg)
-	}
-	return s.postWebhook(ctx, msg)
+	return errs
 }
 
 // payload is the JSON body of a webhook post and, with Channel, the JSON
@@ -256,13 +328,47 @@ func (s *Sink) postWebhook(ctx context.Context, msg payload) error {
 	return nil
 }
 
-func (s *Sink) postMessage(ctx context.Context, msg payload) error {
+// post sends msg with chat.postMessage, in the thread of threadTS when set
+// (kind "reply", else "post"), after its turn under the channel's pacing.
+// It returns the channel ID and the message's ts.
+func (s *Sink) post(ctx context.Context, kind string, msg payload, threadTS string) (channel, ts string, err error) {
+	if err := s.pacer.wait(ctx, s.now); err != nil {
+		return "", "", err
+	}
+	opts := msgOptions(msg)
+	if threadTS != "" {
+		opts = append(opts, goslack.MsgOptionTS(threadTS))
+	}
+	channel, ts, err = s.api.PostMessageContext(ctx, s.channel, opts...)
+	if err != nil {
+		return "", "", sinks.Redact(s.classifyAPI("chat.postMessage", err), s.token)
+	}
+	s.count("slack_messages", s.name, kind)
+	return channel, ts, nil
+}
+
+// update replaces the message at ts in channel with msg (chat.update),
+// after its turn under the channel's pacing.
+func (s *Sink) update(ctx context.Context, channel, ts string, msg payload) error {
+	if err := s.pacer.wait(ctx, s.now); err != nil {
+		return err
+	}
+	if channel == "" {
+		channel = s.channel
+	}
+	if _, _, _, err := s.api.UpdateMessageContext(ctx, channel, ts, msgOptions(msg)...); err != nil {
+		return sinks.Redact(s.classifyAPI("chat.update", err), s.token)
+	}
+	s.count("slack_messages", s.name, "update")
+	return nil
+}
+
+func msgOptions(msg payload) []goslack.MsgOption {
 	opts := []goslack.MsgOption{goslack.MsgOptionText(msg.Text, false)}
 	if len(msg.Blocks) > 0 {
 		opts = append(opts, goslack.MsgOptionBlocks(msg.Blocks...))
 	}
-	_, _, err := s.api.PostMessageContext(ctx, s.channel, opts...)
-	return sinks.Redact(s.classifyAPI(err), s.token)
+	return opts
 }
 
 // permanentAPIErrors are chat.postMessage error codes a retry cannot fix.
@@ -314,7 +420,9 @@ var permanentAPIErrors = map[string]bool{
 // "ratelimited" in its body rather than with a 429 and a Retry-After.
 const rateLimitedWait = time.Second
 
-func (s *Sink) classifyAPI(err error) error {
+// classifyAPI classifies the error of a call to method; a rate limit also
+// holds the channel's pacing for the Retry-After.
+func (s *Sink) classifyAPI(method string, err error) error {
 	if err == nil {
 		return nil
 	}
@@ -326,15 +434,16 @@ func (s *Sink) classifyAPI(err error) error {
 	)
 	switch {
 	case errors.As(err, &rl):
-		return sinks.RetryAfter(fmt.Errorf("slack chat.postMessage: %w", err), rl.RetryAfter)
+		s.pacer.hold(s.now().Add(rl.RetryAfter))
+		return sinks.RetryAfter(fmt.Errorf("slack %s: %w", method, err), rl.RetryAfter)
 	case errors.As(err, &code):
-		err = fmt.Errorf("slack chat.postMessage: %w", err)
+		err = fmt.Errorf("slack %s: %w", method, err)
 		if sinks.RetryableStatus(code.Code) {
 			return err
 		}
 		return sinks.Permanent(err)
 	case errors.As(err, &api):
-		err = fmt.Errorf("slack chat.postMessage: %w", err)
+		err = fmt.Errorf("slack %s: %w", method, err)
 		switch {
 		case api.Err == "ratelimited" || api.Err == "rate_limited":
 			return sinks.RetryAfter(err, rateLimitedWait)
@@ -343,9 +452,9 @@ func (s *Sink) classifyAPI(err error) error {
 		}
 		return err // internal_error, fatal_error, service_unavailable, unknown codes
 	case errors.As(err, &ue):
-		return fmt.Errorf("slack chat.postMessage: %w", sinks.TransportError(http.MethodPost, s.endpoint, err))
+		return fmt.Errorf("slack %s: %w", method, sinks.TransportError(http.MethodPost, s.endpoint, err))
 	}
-	return fmt.Errorf("slack chat.postMessage: %w", err)
+	return fmt.Errorf("slack %s: %w", method, err)
 }
 
 // Preview shows the request Send would make for d. In Web API mode the body

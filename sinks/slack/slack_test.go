@@ -210,8 +210,8 @@ func TestNewDefaults(t *testing.T) {
 		t.Fatal(err)
 	}
 	sk := s.(*Sink)
-	if sk.limiter == nil || sk.limiter.Limit() != 1 || sk.limiter.Burst() != 1 {
-		t.Errorf("limiter = %+v, want 1/s burst 1", sk.limiter)
+	if l := sk.pacer.limiter; l == nil || l.Limit() != 1 || l.Burst() != 1 {
+		t.Errorf("limiter = %+v, want 1/s burst 1", l)
 	}
 	if sk.client.Timeout != 10*time.Second {
 		t.Errorf("timeout = %v, want 10s", sk.client.Timeout)
@@ -742,10 +742,11 @@ func TestPacing(t *testing.T) {
 		{name: "30/m", rate: "30/m", want: 4 * time.Second},
 		{name: "10/500ms", rate: "10/500ms", want: 100 * time.Millisecond},
 	}
-	for _, tt := range tests {
+	for i, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			synctest.Test(t, func(t *testing.T) {
-				opts := map[string]any{"webhook_url": h.hookURL()}
+				// A URL of its own: sinks on one URL share their pacing.
+				opts := map[string]any{"webhook_url": h.hookURL() + fmt.Sprintf("?case=%d", i)}
 				if tt.rate != nil {
 					opts["rate"] = tt.rate
 				}
