@@ -107,6 +107,12 @@ type Sink struct {
 	threadBy  func(data map[string]any) (string, error)
 	openState func(ctx context.Context) (sinks.State, error)
 
+	// group_by: the group's values, its timing, and the flusher that
+	// posts groups (running only when the relay gives a state).
+	groupBy                  []func(data map[string]any) (string, error)
+	groupWait, groupInterval time.Duration
+	flush                    *flusher
+
 	name      string
 	userAgent string // sent with webhook posts
 	now       func() time.Time
@@ -118,7 +124,7 @@ type Sink struct {
 // and clock. Each problem is reported as "<key>: <problem>", joined with
 // errors.Join; no secret is ever quoted.
 func New(name string, options map[string]any, env sinks.Env) (sinks.Sink, error) {
-	o := Options{Rate: "1/s", Timeout: 10 * time.Second}
+	o := Options{Rate: "1/s", Timeout: 10 * time.Second, GroupWait: defaultGroupWait, GroupInterval: defaultGroupInterval}
 	env = env.WithDefaults()
 	s := &Sink{name: name, userAgent: env.UserAgent, now: env.Now, log: env.Logger, count: env.Count, openState: env.State}
 	// Report decoding and validation problems together; a key that failed
@@ -213,6 +219,9 @@ func New(name string, options map[string]any, env sinks.Env) (sinks.Sink, error)
 		// request once and the relay owns retries.
 		s.api = goslack.New(s.token, goslack.OptionAPIURL(apiURL), goslack.OptionHTTPClient(s.client))
 	}
+	if s.groupBy != nil && s.openState != nil {
+		s.startFlusher() // only in a running relay: check and test have no state
+	}
 	return s, nil
 }
 
@@ -227,6 +236,9 @@ func (s *Sink) Send(ctx context.Context, d sinks.Delivery) error {
 		if key != "" {
 			return s.sendThreaded(ctx, d, key)
 		}
+	}
+	if s.groupBy != nil {
+		return s.sendGrouped(ctx, d)
 	}
 	msg, err := s.message(d)
 	if err != nil {
@@ -260,7 +272,8 @@ func (s *Sink) threadOptions(o Options, env sinks.Env, webhook bool) []error {
 		errs = append(errs, errors.New("group_by: not with thread_by (a sink either threads or groups)"))
 	}
 	if group && !webhook && !thread {
-		errs = append(errs, errors.New("group_by: not implemented yet"))
+		errs = append(errs, s.compileGroupBy(o.GroupBy, env)...)
+		s.groupWait, s.groupInterval = o.GroupWait, o.GroupInterval
 	}
 	if o.GroupWait < 0 {
 		errs = append(errs, errors.New("group_wait: must not be negative"))
@@ -361,6 +374,23 @@ func (s *Sink) update(ctx context.Context, channel, ts string, msg payload) erro
 	}
 	s.count("slack_messages", s.name, "update")
 	return nil
+}
+
+// compileGroupBy compiles group_by's expressions.
+func (s *Sink) compileGroupBy(exprs []string, env sinks.Env) []error {
+	if env.CompileString == nil {
+		return []error{errors.New("group_by: expressions are not available to this sink")}
+	}
+	var errs []error
+	for i, src := range exprs {
+		f, err := env.CompileString(src)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("group_by[%d]: %w", i, err))
+			continue
+		}
+		s.groupBy = append(s.groupBy, f)
+	}
+	return errs
 }
 
 func msgOptions(msg payload) []goslack.MsgOption {
@@ -494,8 +524,10 @@ func encode(msg payload) ([]byte, error) {
 	return bytes.TrimSuffix(b.Bytes(), []byte("\n")), nil
 }
 
-// Close releases idle connections.
+// Close stops the group flusher (open groups stay in the relay's state for
+// the next one) and releases idle connections.
 func (s *Sink) Close(context.Context) error {
+	s.stopFlusher()
 	s.client.CloseIdleConnections()
 	return nil
 }
