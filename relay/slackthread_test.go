@@ -14,7 +14,7 @@ import (
 // without thread_ts) and chat.update.
 type slackAPI struct {
 	mu    sync.Mutex
-	calls []string // "post", "reply <thread_ts>", "update <ts>: <text>"
+	calls []string // "post: <text>", "reply <thread_ts>", "update <ts>: <text>"
 	n     int
 }
 
@@ -29,7 +29,7 @@ func (a *slackAPI) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	case r.Form.Get("thread_ts") != "":
 		a.calls = append(a.calls, "reply "+r.Form.Get("thread_ts"))
 	default:
-		a.calls = append(a.calls, "post")
+		a.calls = append(a.calls, "post: "+r.Form.Get("text"))
 	}
 	if ts == "" {
 		a.n++
@@ -154,5 +154,70 @@ rules:
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("config with\n    %s\ngave %v\nwant %q", tc.sink, err, tc.want)
 		}
+	}
+}
+
+// TestSlackGroupSurvivesRestart: 200 failures with one sub code, in a real
+// relay whose embedded JetStream KV holds the open group; the relay stops
+// in the middle of group_wait (an in-process stop and restart on the same
+// store directory, standing in for kill -9: the sink's flusher is stopped
+// without flushing) and the restarted relay posts one message counting
+// all 200.
+func TestSlackGroupSurvivesRestart(t *testing.T) {
+	api := &slackAPI{}
+	apiSrv := httptest.NewServer(api)
+	defer apiSrv.Close()
+	dir := t.TempDir()
+	yaml := fmt.Sprintf(`
+server:
+  listen: "127.0.0.1:0"
+  admin_listen: "127.0.0.1:0"
+storage:
+  dir: %s/data
+sources:
+  recall:
+    secrets: [%s]
+sinks:
+  oncall-slack:
+    type: slack
+    token: xoxb-test
+    channel: "#oncall"
+    api_url: %s/api/
+    group_by: [event, sub_code]
+    group_wait: 8s
+    group_interval: 1h
+    concurrency: 4
+rules:
+  - name: all
+    when: "true"
+    sinks: [oncall-slack]
+`, dir, testSecret, apiSrv.URL)
+	failure := func(i int) string {
+		return fmt.Sprintf(`{"event": "transcript.failed", "data": {"data": {"code": "failed", "sub_code": "zoom_captions_failure", "updated_at": "2025-03-19T17:44:06Z"}, "recording": {"id": "rec-%03d", "metadata": {}}, "bot": {"id": "bot-%03d", "metadata": {}}, "transcript": {"id": "tr-%03d", "metadata": {}}}}`, i, i, i)
+	}
+	h := startRealHarness(t, yaml)
+	start := time.Now()
+	for i := range 200 {
+		h.mustAccept(fmt.Sprintf("msg_g%03d", i), failure(i))
+	}
+	eventually(t, 20*time.Second, "200 events held in the group", func() bool {
+		return strings.Contains(h.scrape(), `relay_deliveries_total{outcome="delivered",sink="oncall-slack"} 200`)
+	})
+	if err := h.srv.Stop(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	if time.Since(start) > 7*time.Second {
+		t.Skip("too slow to stop inside group_wait on this machine")
+	}
+	if calls := api.recorded(); len(calls) != 0 {
+		t.Fatalf("Slack called before group_wait: %v", calls)
+	}
+
+	startRealHarness(t, yaml)
+	eventually(t, 20*time.Second, "the group's message", func() bool { return len(api.recorded()) > 0 })
+	time.Sleep(500 * time.Millisecond)
+	calls := api.recorded()
+	if len(calls) != 1 || !strings.HasPrefix(calls[0], "post: 200 transcripts failed: zoom_captions_failure — bots ") {
+		t.Fatalf("Slack calls %v, want one post counting 200", calls)
 	}
 }
