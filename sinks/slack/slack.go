@@ -100,7 +100,8 @@ type Sink struct {
 	endpoint string // api_url + "chat.postMessage", for messages
 
 	tmpl   *sinks.Template
-	pacer  *pacer // shared by the sinks of one channel and credential
+	sim    *previewSim // what Preview showed so far
+	pacer  *pacer      // shared by the sinks of one channel and credential
 	client *http.Client
 
 	// thread_by: the key of an event's thread, and the relay's state.
@@ -126,7 +127,7 @@ type Sink struct {
 func New(name string, options map[string]any, env sinks.Env) (sinks.Sink, error) {
 	o := Options{Rate: "1/s", Timeout: 10 * time.Second, GroupWait: defaultGroupWait, GroupInterval: defaultGroupInterval}
 	env = env.WithDefaults()
-	s := &Sink{name: name, userAgent: env.UserAgent, now: env.Now, log: env.Logger, count: env.Count, openState: env.State}
+	s := &Sink{sim: &previewSim{}, name: name, userAgent: env.UserAgent, now: env.Now, log: env.Logger, count: env.Count, openState: env.State}
 	// Report decoding and validation problems together; a key that failed
 	// to decode keeps its default.
 	var errs []error
@@ -296,9 +297,13 @@ func (s *Sink) threadOptions(o Options, env sinks.Env, webhook bool) []error {
 // payload is the JSON body of a webhook post and, with Channel, the JSON
 // form of a chat.postMessage call.
 type payload struct {
-	Channel string          `json:"channel,omitempty"`
-	Text    string          `json:"text"`
-	Blocks  []goslack.Block `json:"blocks,omitempty"`
+	Channel string `json:"channel,omitempty"`
+	// TS is the message a chat.update replaces; ThreadTS the thread a
+	// reply goes to (previews only: Send passes them as options).
+	TS       string          `json:"ts,omitempty"`
+	ThreadTS string          `json:"thread_ts,omitempty"`
+	Text     string          `json:"text"`
+	Blocks   []goslack.Block `json:"blocks,omitempty"`
 }
 
 func (s *Sink) message(d sinks.Delivery) (payload, error) {
@@ -490,15 +495,27 @@ func (s *Sink) classifyAPI(method string, err error) error {
 // Preview shows the request Send would make for d. In Web API mode the body
 // is the JSON form of the chat.postMessage call (slack-go sends it form
 // encoded); in webhook mode it is the exact request body.
+//
+// A thread_by or group_by sink previews a sequence (see previewSequence):
+// the messages it would post and update given the deliveries previewed
+// before.
 func (s *Sink) Preview(d sinks.Delivery) (sinks.Preview, error) {
+	if s.threadBy != nil || s.groupBy != nil {
+		return s.previewSequence(d)
+	}
 	msg, err := s.message(d)
 	if err != nil {
 		return sinks.Preview{}, err
 	}
+	return s.previewCall("chat.postMessage", msg)
+}
+
+// previewCall shows a call to the Web API method (webhook mode: a post).
+func (s *Sink) previewCall(method string, msg payload) (sinks.Preview, error) {
 	p := sinks.Preview{Kind: "slack", Headers: map[string]string{"Content-Type": "application/json"}}
 	if s.api != nil {
 		msg.Channel = s.channel
-		p.Request = http.MethodPost + " " + s.endpoint
+		p.Request = http.MethodPost + " " + strings.TrimSuffix(s.endpoint, "chat.postMessage") + method
 		p.Headers["Authorization"] = "Bearer " + sinks.Secret(s.token).String()
 	} else {
 		p.Request = http.MethodPost + " " + s.webhookTo

@@ -231,27 +231,34 @@ func TestGolden(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			var got bytes.Buffer
-			if err := json.Indent(&got, []byte(p.Body), "", "  "); err != nil {
-				t.Fatalf("preview body is not JSON: %v", err)
-			}
-			got.WriteByte('\n')
-			golden := filepath.Join("testdata", "golden", tc.name+".json")
-			if *update {
-				if err := os.WriteFile(golden, got.Bytes(), 0o644); err != nil {
-					t.Fatal(err)
-				}
-			}
-			want, err := os.ReadFile(golden)
-			if err != nil {
-				t.Fatalf("%v (run go test -update to create it)", err)
-			}
-			if !bytes.Equal(got.Bytes(), want) {
-				t.Errorf("message differs from %s (run go test -update to accept):\n%s", golden, got.Bytes())
-			}
-			checkLimits(t, []byte(p.Body))
+			checkGoldenBody(t, tc.name, p.Body)
 		})
 	}
+}
+
+// checkGoldenBody compares a message body with testdata/golden/<name>.json
+// (rewritten with -update) and checks it against Slack's limits.
+func checkGoldenBody(t *testing.T, name, body string) {
+	t.Helper()
+	var got bytes.Buffer
+	if err := json.Indent(&got, []byte(body), "", "  "); err != nil {
+		t.Fatalf("preview body is not JSON: %v", err)
+	}
+	got.WriteByte('\n')
+	golden := filepath.Join("testdata", "golden", name+".json")
+	if *update {
+		if err := os.WriteFile(golden, got.Bytes(), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want, err := os.ReadFile(golden)
+	if err != nil {
+		t.Fatalf("%v (run go test -update to create it)", err)
+	}
+	if !bytes.Equal(got.Bytes(), want) {
+		t.Errorf("message differs from %s (run go test -update to accept):\n%s", golden, got.Bytes())
+	}
+	checkLimits(t, []byte(body))
 }
 
 // checkLimits checks a message against Slack's documented Block Kit limits.

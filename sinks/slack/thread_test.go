@@ -422,3 +422,52 @@ func TestThreadOptionErrors(t *testing.T) {
 		t.Error("thread_by without expressions accepted")
 	}
 }
+
+// TestSequenceGolden pins the layout of a thread's parent (new and
+// updated), a reply and a group message, through Preview as `relay test`
+// shows them.
+func TestSequenceGolden(t *testing.T) {
+	env := sinks.Env{CompileString: testCompile}
+	mk := func(opts map[string]any) *Sink {
+		opts["token"], opts["channel"] = "xoxb-preview", "C0CHANNEL"
+		sk, err := New("oncall-slack", opts, env)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return sk.(*Sink)
+	}
+	thread := mk(map[string]any{"thread_by": "recording.id"})
+	var previews []sinks.Preview
+	for _, d := range recordingLife() {
+		p, err := thread.Preview(d)
+		if err != nil {
+			t.Fatal(err)
+		}
+		previews = append(previews, p)
+	}
+	if len(previews[0].Then) != 0 || len(previews[1].Then) != 1 {
+		t.Fatalf("previews: first %+v, second %+v", previews[0], previews[1])
+	}
+	last := previews[len(previews)-1]
+	group := mk(map[string]any{"group_by": []any{"event", "sub_code"}})
+	var gp sinks.Preview
+	for i := range 38 {
+		var err error
+		if gp, err = group.Preview(transcriptFailure(i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for name, body := range map[string]string{
+		"thread.parent":         previews[0].Body,
+		"thread.reply":          previews[1].Body,
+		"thread.parent_updated": last.Then[0].Body,
+		"group.update":          gp.Body,
+	} {
+		t.Run(name, func(t *testing.T) {
+			checkGoldenBody(t, name, body)
+		})
+	}
+	if !strings.HasSuffix(gp.Request, "/chat.update") || !strings.HasSuffix(previews[1].Then[0].Request, "/chat.update") {
+		t.Errorf("updates preview as %q and %q", gp.Request, previews[1].Then[0].Request)
+	}
+}
