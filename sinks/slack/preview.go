@@ -45,7 +45,7 @@ func (s *Sink) previewSequence(d sinks.Delivery) (sinks.Preview, error) {
 	t, ok := s.sim.threads[key]
 	if !ok {
 		t = &threadState{Key: key, TS: previewTS}
-		t.merge(objectOf(d))
+		t.add(d)
 		s.sim.threads[key] = t
 		return s.previewCall("chat.postMessage", parentMessage(*t))
 	}
@@ -55,7 +55,7 @@ func (s *Sink) previewSequence(d sinks.Delivery) (sinks.Preview, error) {
 	}
 	msg.ThreadTS = t.TS
 	p, err := s.previewCall("chat.postMessage", msg)
-	if err != nil || !t.merge(objectOf(d)) {
+	if err != nil || !t.add(d) {
 		return p, err
 	}
 	parent := parentMessage(*t)

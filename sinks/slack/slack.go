@@ -8,8 +8,14 @@
 // message id, source and rules. A template option replaces it with plain
 // text. Event data is escaped for mrkdwn in both, so that it cannot ping a
 // channel, mention someone or make a link. Sends are paced
-// by a token bucket (rate, default one message a second): Send waits its
-// turn, which is pacing, not retrying.
+// by a token bucket (rate, default one message a second) shared by every
+// sink of the process on one channel and credential (pace.go): Send waits
+// its turn, which is pacing, not retrying.
+//
+// In Web API mode, thread_by keeps one thread per key whose parent shows
+// the latest state of the key's objects (thread.go), and group_by folds a
+// burst into one message updated in place (group.go); both keep their
+// state in the relay's sinks.State.
 //
 // One Send is one request; redirects are not followed and slack-go's own
 // retries stay off (they are off by default in slack-go v0.35.0). Errors are

@@ -50,6 +50,10 @@ type threadState struct {
 	Objects []objectState `json:"objects"`
 	// Replied lists the message ids of the latest events replied to.
 	Replied []string `json:"replied,omitempty"`
+	// Recording and Bot are the ids the key's events name, for the
+	// parent's first line.
+	Recording string `json:"recording,omitempty"`
+	Bot       string `json:"bot,omitempty"`
 }
 
 // objectState is the latest known state of one object of a thread.
@@ -85,6 +89,19 @@ func objectOf(d sinks.Delivery) objectState {
 		o.ID = ref(d.Data, "media").id
 	}
 	return o
+}
+
+// add records d's object in t (see merge) and the recording and bot it
+// names; it reports whether the parent's content changed.
+func (t *threadState) add(d sinks.Delivery) bool {
+	changed := false
+	if id := ref(d.Data, "recording").id; id != "" && t.Recording == "" {
+		t.Recording, changed = id, true
+	}
+	if id := ref(d.Data, "bot").id; id != "" && t.Bot == "" {
+		t.Bot, changed = id, true
+	}
+	return t.merge(objectOf(d)) || changed
 }
 
 // merge records o in t and reports whether t changed. An object's state
@@ -203,7 +220,7 @@ var errParentPending = sinks.RetryAfter(errors.New("slack thread_by: the thread'
 
 // postParent posts the parent message of a new thread and records it.
 func (s *Sink) postParent(ctx context.Context, st sinks.State, skey string, t threadState, rev uint64, d sinks.Delivery) error {
-	t.merge(objectOf(d))
+	t.add(d)
 	t.remember(d.MsgID)
 	channel, ts, err := s.post(ctx, "post", parentMessage(t), "")
 	if err != nil {
@@ -235,9 +252,8 @@ func (s *Sink) reply(ctx context.Context, st sinks.State, skey string, t threadS
 			return err
 		}
 	}
-	o := objectOf(d)
 	for {
-		changed := t.merge(o)
+		changed := t.add(d)
 		t.remember(d.MsgID)
 		next, err := st.Update(ctx, skey, stateJSON(t), rev)
 		if errors.Is(err, sinks.ErrStateConflict) {
@@ -341,12 +357,11 @@ func headline(t threadState) string {
 // owner names whom the thread is about: its recording, else its bot, else
 // its key.
 func owner(t threadState) string {
-	for _, kind := range []string{"recording", "bot"} {
-		for _, o := range t.Objects {
-			if o.Object == kind && o.ID != "" {
-				return kind + " " + oneLine(o.ID)
-			}
-		}
+	switch {
+	case t.Recording != "":
+		return "recording " + oneLine(t.Recording)
+	case t.Bot != "":
+		return "bot " + oneLine(t.Bot)
 	}
 	return oneLine(t.Key)
 }
