@@ -236,13 +236,13 @@ func (s *Sink) stopFlusher() {
 func (s *Sink) flushDue(ctx context.Context) {
 	st, err := s.state(ctx)
 	if err != nil {
-		s.log.Warn("slack groups: no state", "err", err)
+		s.log.Warn("slack groups: no state", "sink", s.name, "err", err)
 		return
 	}
 	keys, err := st.Keys(ctx, groupPrefix(s.name))
 	if err != nil {
 		if ctx.Err() == nil {
-			s.log.Warn("slack groups: list", "err", err)
+			s.log.Warn("slack groups: list", "sink", s.name, "err", err)
 		}
 		return
 	}
@@ -251,7 +251,7 @@ func (s *Sink) flushDue(ctx context.Context) {
 			return
 		}
 		if err := s.flushGroup(ctx, st, key); err != nil && ctx.Err() == nil {
-			s.log.Warn("slack group message failed; retrying", "err", err)
+			s.log.Warn("slack group message failed; retrying", "sink", s.name, "err", err)
 		}
 	}
 }

@@ -193,7 +193,7 @@ func (s *Sink) loadThread(ctx context.Context, st sinks.State, skey, key string)
 	var t threadState
 	if err := json.Unmarshal(raw, &t); err != nil {
 		// A corrupt entry would block the key for good: start over.
-		s.log.Warn("slack thread state unreadable; starting a new thread", "err", err)
+		s.log.Warn("slack thread state unreadable; starting a new thread", "sink", s.name, "err", err)
 		t = threadState{}
 	}
 	if t.TS != "" {
@@ -232,7 +232,7 @@ func (s *Sink) postParent(ctx context.Context, st sinks.State, skey string, t th
 	if _, err := st.Update(ctx, skey, stateJSON(t), rev); err != nil {
 		// The parent is posted but unrecorded: the next event of the key
 		// starts another thread once the lock expires. Nothing to retry.
-		s.log.Warn("slack thread parent posted but not recorded", "err", err)
+		s.log.Warn("slack thread parent posted but not recorded", "sink", s.name, "err", err)
 	}
 	return nil
 }
