@@ -131,8 +131,16 @@ func (k *kvState) Update(ctx context.Context, key string, value []byte, revision
 	return rev, nil
 }
 
-func (k *kvState) Delete(ctx context.Context, key string) error {
-	if err := k.kv.Purge(ctx, key); err != nil && !errors.Is(err, jetstream.ErrKeyNotFound) {
+func (k *kvState) Delete(ctx context.Context, key string, revision uint64) error {
+	var opts []jetstream.KVDeleteOpt
+	if revision != 0 {
+		opts = append(opts, jetstream.LastRevision(revision))
+	}
+	err := k.kv.Purge(ctx, key, opts...)
+	switch {
+	case isWrongSequence(err):
+		return sinks.ErrStateConflict
+	case err != nil && !errors.Is(err, jetstream.ErrKeyNotFound):
 		return fmt.Errorf("sink state delete: %w", err)
 	}
 	return nil

@@ -50,10 +50,16 @@ func TestKVState(t *testing.T) {
 	if keys, err := st.Keys(ctx, "a."); err != nil || !slices.Equal(keys, []string{"a.x"}) {
 		t.Errorf("Keys(a.) = %v, %v", keys, err)
 	}
-	if err := st.Delete(ctx, "a.x"); err != nil {
+	if err := st.Delete(ctx, "a.x", rev); !errors.Is(err, sinks.ErrStateConflict) {
+		t.Errorf("Delete at a stale revision: %v", err)
+	}
+	if err := st.Delete(ctx, "a.x", rev2); err != nil {
 		t.Fatal(err)
 	}
-	if err := st.Delete(ctx, "a.x"); err != nil {
+	if keys, err := st.Keys(ctx, "a."); err != nil || len(keys) != 0 {
+		t.Errorf("Keys(a.) after Delete = %v, %v", keys, err)
+	}
+	if err := st.Delete(ctx, "a.x", 0); err != nil {
 		t.Errorf("Delete of a missing key: %v", err)
 	}
 	if _, err := st.Create(ctx, "a.x", []byte("again")); err != nil {

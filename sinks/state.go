@@ -25,8 +25,10 @@ type State interface {
 	// Update replaces the value stored at revision and returns the new
 	// revision, or ErrStateConflict when the key has moved on.
 	Update(ctx context.Context, key string, value []byte, revision uint64) (uint64, error)
-	// Delete removes key; a missing key is not an error.
-	Delete(ctx context.Context, key string) error
+	// Delete removes key if it is still at revision (any revision when
+	// revision is 0), else fails with ErrStateConflict; a missing key is
+	// not an error when revision is 0.
+	Delete(ctx context.Context, key string, revision uint64) error
 	// Keys lists the keys that start with prefix.
 	Keys(ctx context.Context, prefix string) ([]string, error)
 }

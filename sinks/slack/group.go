@@ -26,7 +26,9 @@ import (
 // sink posts the group's message group_wait after the group opened, then
 // updates it when members joined and group_interval passed since the last
 // post. A group that gained no member for group_interval after its last
-// post is closed; the next event with its values opens a new one. The
+// post is closed (deleted from the state, at the revision read, so that a
+// member joining meanwhile is kept); the next event with its values opens
+// a new one. The
 // flusher finds open groups in the state, so after a restart (or when the
 // relay that opened a group is gone) another flusher posts them. Posting is
 // claimed in the state first (flushingAt), so two flushers do not both post
@@ -66,8 +68,6 @@ type groupState struct {
 	Channel    string    `json:"channel,omitempty"`
 	FlushedAt  time.Time `json:"flushed_at"`
 	FlushingAt time.Time `json:"flushing_at"`
-	// Closed groups take no more members; the next event starts afresh.
-	Closed bool `json:"closed,omitempty"`
 }
 
 // groupMember is one event of a group, as listed.
@@ -161,7 +161,7 @@ func (s *Sink) sendGrouped(ctx context.Context, d sinks.Delivery) error {
 			return err
 		}
 		var g groupState
-		if err := json.Unmarshal(raw, &g); err != nil || g.Closed {
+		if err := json.Unmarshal(raw, &g); err != nil {
 			g = groupState{Values: values}
 		}
 		if !g.add(m, d.MsgID, s.now().UTC()) {
@@ -270,7 +270,7 @@ func (s *Sink) flushGroup(ctx context.Context, st sinks.State, key string) error
 		return fmt.Errorf("group state unreadable: %w", err)
 	}
 	now := s.now().UTC()
-	if g.Closed || (!g.FlushingAt.IsZero() && now.Sub(g.FlushingAt) < flushLockTTL) {
+	if !g.FlushingAt.IsZero() && now.Sub(g.FlushingAt) < flushLockTTL {
 		return nil
 	}
 	switch {
@@ -279,10 +279,9 @@ func (s *Sink) flushGroup(ctx context.Context, st sinks.State, key string) error
 	case g.TS != "" && now.Sub(g.FlushedAt) < s.groupInterval:
 		return nil
 	case g.TS != "" && g.Count == g.Shown:
-		// Quiet for a whole interval: close, so the next burst gets a
-		// message of its own.
-		g.Closed = true
-		_, err := st.Update(ctx, key, stateJSON(g), rev)
+		// Quiet for a whole interval: close (delete, unless a member just
+		// joined), so the next burst gets a message of its own.
+		err := st.Delete(ctx, key, rev)
 		if errors.Is(err, sinks.ErrStateConflict) {
 			return nil // a member joined: flush next time
 		}

@@ -225,7 +225,7 @@ func (s *Sink) postParent(ctx context.Context, st sinks.State, skey string, t th
 	channel, ts, err := s.post(ctx, "post", parentMessage(t), "")
 	if err != nil {
 		// Release the lock so that the retry (or another relay) posts.
-		_ = st.Delete(context.WithoutCancel(ctx), skey)
+		_ = st.Delete(context.WithoutCancel(ctx), skey, rev)
 		return err
 	}
 	t.TS, t.Channel, t.LockedAt = ts, channel, time.Time{}

@@ -58,9 +58,12 @@ func (m *memState) Update(_ context.Context, key string, value []byte, rev uint6
 	return m.rev, nil
 }
 
-func (m *memState) Delete(_ context.Context, key string) error {
+func (m *memState) Delete(_ context.Context, key string, rev uint64) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	if cur, ok := m.revs[key]; rev != 0 && (!ok || cur != rev) {
+		return sinks.ErrStateConflict
+	}
 	delete(m.vals, key)
 	delete(m.revs, key)
 	return nil
