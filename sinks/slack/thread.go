@@ -255,7 +255,7 @@ func (s *Sink) reply(ctx context.Context, st sinks.State, skey string, t threadS
 	for {
 		changed := t.add(d)
 		t.remember(d.MsgID)
-		next, err := st.Update(ctx, skey, stateJSON(t), rev)
+		_, err := st.Update(ctx, skey, stateJSON(t), rev)
 		if errors.Is(err, sinks.ErrStateConflict) {
 			if t, rev, err = s.reload(ctx, st, skey); err != nil {
 				return err
@@ -265,7 +265,6 @@ func (s *Sink) reply(ctx context.Context, st sinks.State, skey string, t threadS
 		if err != nil {
 			return err
 		}
-		rev = next
 		if !changed && !retry {
 			return nil
 		}
