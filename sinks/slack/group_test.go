@@ -58,7 +58,9 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 
 func TestGroupStorm(t *testing.T) {
 	f := newFakeSlack(t)
-	sk := groupSink(t, f, newMemState(), 500*time.Millisecond, time.Hour)
+	const wait = 2 * time.Second
+	sk := groupSink(t, f, newMemState(), wait, time.Hour)
+	start := time.Now()
 	for i := range 200 {
 		if err := sk.Send(context.Background(), transcriptFailure(i)); err != nil {
 			t.Fatal(err)
@@ -68,7 +70,7 @@ func TestGroupStorm(t *testing.T) {
 	if err := sk.Send(context.Background(), transcriptFailure(7)); err != nil {
 		t.Fatal(err)
 	}
-	if n := len(f.recorded()); n != 0 {
+	if n := len(f.recorded()); n != 0 && time.Since(start) < wait {
 		t.Fatalf("%d messages before group_wait", n)
 	}
 	waitFor(t, "the group's message", func() bool { return len(f.recorded()) > 0 })
@@ -116,18 +118,23 @@ func TestGroupUpdatesInPlace(t *testing.T) {
 func TestGroupSurvivesRestart(t *testing.T) {
 	f := newFakeSlack(t)
 	st := newMemState()
-	a := groupSink(t, f, st, time.Second, time.Hour)
+	const wait = 3 * time.Second
+	start := time.Now()
+	a := groupSink(t, f, st, wait, time.Hour)
 	for i := range 100 {
 		if err := a.Send(context.Background(), transcriptFailure(i)); err != nil {
 			t.Fatal(err)
 		}
 	}
 	_ = a.Close(context.Background())
-	b := groupSink(t, f, st, time.Second, time.Hour)
+	b := groupSink(t, f, st, wait, time.Hour)
 	for i := 100; i < 200; i++ {
 		if err := b.Send(context.Background(), transcriptFailure(i)); err != nil {
 			t.Fatal(err)
 		}
+	}
+	if time.Since(start) > wait {
+		t.Skip("too slow to send 200 events inside group_wait")
 	}
 	waitFor(t, "the post", func() bool { return len(f.recorded()) > 0 })
 	time.Sleep(100 * time.Millisecond)
@@ -138,16 +145,20 @@ func TestGroupSurvivesRestart(t *testing.T) {
 	// Closed after group_wait, before the post: the next sink posts it.
 	f2 := newFakeSlack(t)
 	st2 := newMemState()
-	c := groupSink(t, f2, st2, 200*time.Millisecond, time.Hour)
+	start = time.Now()
+	c := groupSink(t, f2, st2, time.Second, time.Hour)
 	for i := range 50 {
 		_ = c.Send(context.Background(), transcriptFailure(i))
 	}
 	_ = c.Close(context.Background())
-	time.Sleep(300 * time.Millisecond)
+	if time.Since(start) > time.Second {
+		t.Skip("too slow to send 50 events inside group_wait")
+	}
+	time.Sleep(1200 * time.Millisecond)
 	if n := len(f2.recorded()); n != 0 {
 		t.Fatalf("%d calls from a closed sink", n)
 	}
-	groupSink(t, f2, st2, 200*time.Millisecond, time.Hour)
+	groupSink(t, f2, st2, time.Second, time.Hour)
 	waitFor(t, "the resumed post", func() bool { return len(f2.recorded()) > 0 })
 	time.Sleep(100 * time.Millisecond)
 	if posts, text := lastShown(f2); posts != 1 || !strings.HasPrefix(text, "50 transcripts failed") {
