@@ -197,6 +197,11 @@ func New(name string, options map[string]any, env sinks.Env) (sinks.Sink, error)
 		errs = append(errs, fmt.Errorf("rate: %w", err))
 	}
 	errs = append(errs, s.threadOptions(o, env, webhook)...)
+	for _, key := range []string{"group_wait", "group_interval"} {
+		if _, set := options[key]; set && len(o.GroupBy) == 0 {
+			errs = append(errs, fmt.Errorf("%s: only with group_by", key))
+		}
+	}
 
 	if o.Timeout <= 0 {
 		errs = append(errs, errors.New("timeout: must be positive"))

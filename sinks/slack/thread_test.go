@@ -415,6 +415,8 @@ func TestThreadOptionErrors(t *testing.T) {
 		{map[string]any{"webhook_url": "https://hooks.slack.com/services/x", "thread_by": "recording.id"}, "thread_by: only with token"},
 		{map[string]any{"webhook_url": "https://hooks.slack.com/services/x", "group_by": []any{"sub_code"}}, "group_by: only with token"},
 		{map[string]any{"token": "xoxb-1", "channel": "C1", "thread_by": "recording.id", "group_by": []any{"sub_code"}}, "group_by: not with thread_by"},
+		{map[string]any{"token": "xoxb-1", "channel": "C1", "group_wait": "10s"}, "group_wait: only with group_by"},
+		{map[string]any{"token": "xoxb-1", "channel": "C1", "group_by": []any{"sub_code"}, "group_interval": "-1s"}, "group_interval: must not be negative"},
 	} {
 		_, err := New("s", tc.opts, env)
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
