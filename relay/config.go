@@ -640,7 +640,7 @@ func checkSinkKeys(p string, block map[string]any) (map[string]any, []error) {
 // default, and checks its options.
 func resolveSinkType(name string, sc *SinkConfig, reg *sinks.Registry) []error {
 	p := "sinks." + name
-	t, ok := reg.Lookup(sc.Type)
+	t, ok := withCompile(reg).Lookup(sc.Type)
 	if !ok {
 		return []error{fmt.Errorf("%s.type: unknown sink type %q (known: %s)", p, sc.Type, strings.Join(reg.Names(), ", "))}
 	}

@@ -31,6 +31,9 @@ type Metrics struct {
 	// missed events stored.
 	ExpectationsOpen   *prometheus.GaugeVec
 	ExpectationsMissed *prometheus.CounterVec
+	// SlackMessages counts Slack messages by sink and kind (post, reply,
+	// update); sinks count through sinks.Env.Count.
+	SlackMessages *prometheus.CounterVec
 }
 
 // NewMetrics creates and registers every metric listed in docs/reference.md,
@@ -108,13 +111,14 @@ func NewMetrics() *Metrics {
 			Name: "relay_expectations_missed_total",
 			Help: "Expectation timers that ran out, each stored as one relay.expectation_missed event, by expectation.",
 		}, []string{"expectation"}),
+		SlackMessages: newSlackMessages(),
 	}
 	m.Registry.MustRegister(
 		m.IngestRequests, m.IngestRejected, m.EventsAccepted, m.RuleMatches, m.RuleErrors,
 		m.Deliveries, m.DeliveryDuration, m.DeadLetters, m.PendingDeliveries,
 		m.ConfigReloadOK, m.ConfigReloadTime, m.IngestStoreLatency,
 		m.Yielding, m.YieldTotal, m.BreakerOpen,
-		m.ExpectationsOpen, m.ExpectationsMissed,
+		m.ExpectationsOpen, m.ExpectationsMissed, m.SlackMessages,
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	)

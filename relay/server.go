@@ -117,7 +117,7 @@ func (s *Server) Start(ctx context.Context) (err error) {
 		}
 		s.cfg.Store(cfg)
 	}
-	built, err := buildSinks(cfg, s.opts.Registry)
+	built, err := buildSinks(cfg, s.sinkRegistry())
 	if err != nil {
 		return err
 	}
@@ -320,7 +320,7 @@ func (s *Server) apply(ctx context.Context, cfg *Config) error {
 	if err != nil {
 		return err
 	}
-	built, err := buildSinks(cfg, s.opts.Registry)
+	built, err := buildSinks(cfg, s.sinkRegistry())
 	if err != nil {
 		return err
 	}
@@ -392,6 +392,7 @@ func (s *Server) stop(ctx context.Context) error {
 // already built.
 func buildSinks(cfg *Config, reg *sinks.Registry) (map[string]sinks.Sink, error) {
 	built := make(map[string]sinks.Sink, len(cfg.Sinks))
+	reg = withCompile(reg)
 	for _, name := range slices.Sorted(maps.Keys(cfg.Sinks)) {
 		sc := cfg.Sinks[name]
 		t, ok := reg.Lookup(sc.Type)

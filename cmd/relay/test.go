@@ -218,6 +218,9 @@ func renderPreview(p sinks.Preview) string {
 		}
 	}
 	b.WriteString(body)
+	for _, then := range p.Then {
+		b.WriteString("\n\n" + renderPreview(then))
+	}
 	return b.String()
 }
 
