@@ -191,9 +191,3 @@ func (s *slots) setLimit(n int) {
 	signal(s.freed)
 }
 
-// inUse is the number of attempts in flight.
-func (s *slots) inUse() int {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.used
-}
