@@ -190,4 +190,3 @@ func (s *slots) setLimit(n int) {
 	s.mu.Unlock()
 	signal(s.freed)
 }
-
