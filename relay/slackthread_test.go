@@ -63,28 +63,10 @@ func TestSlackThreadSurvivesRestart(t *testing.T) {
 	apiSrv := httptest.NewServer(api)
 	defer apiSrv.Close()
 	dir := t.TempDir()
-	yaml := fmt.Sprintf(`
-server:
-  listen: "127.0.0.1:0"
-  admin_listen: "127.0.0.1:0"
-storage:
-  dir: %s/data
-sources:
-  recall:
-    secrets: [%s]
-sinks:
-  oncall-slack:
-    type: slack
-    token: xoxb-test
-    channel: "#oncall"
-    api_url: %s/api/
+	yaml := slackRelayConfig(dir, apiSrv.URL, `
     rate: ""
     thread_by: recording.id
-rules:
-  - name: all
-    when: "true"
-    sinks: [oncall-slack]
-`, dir, testSecret, apiSrv.URL)
+`)
 	events := []string{
 		recordingEvent("recording", "rec-1", "processing", 1),
 		recordingEvent("recording", "rec-1", "done", 2),
@@ -168,30 +150,12 @@ func TestSlackGroupSurvivesRestart(t *testing.T) {
 	apiSrv := httptest.NewServer(api)
 	defer apiSrv.Close()
 	dir := t.TempDir()
-	yaml := fmt.Sprintf(`
-server:
-  listen: "127.0.0.1:0"
-  admin_listen: "127.0.0.1:0"
-storage:
-  dir: %s/data
-sources:
-  recall:
-    secrets: [%s]
-sinks:
-  oncall-slack:
-    type: slack
-    token: xoxb-test
-    channel: "#oncall"
-    api_url: %s/api/
+	yaml := slackRelayConfig(dir, apiSrv.URL, `
     group_by: [event, sub_code]
     group_wait: 8s
     group_interval: 1h
     concurrency: 4
-rules:
-  - name: all
-    when: "true"
-    sinks: [oncall-slack]
-`, dir, testSecret, apiSrv.URL)
+`)
 	failure := func(i int) string {
 		return fmt.Sprintf(`{"event": "transcript.failed", "data": {"data": {"code": "failed", "sub_code": "zoom_captions_failure", "updated_at": "2025-03-19T17:44:06Z"}, "recording": {"id": "rec-%03d", "metadata": {}}, "bot": {"id": "bot-%03d", "metadata": {}}, "transcript": {"id": "tr-%03d", "metadata": {}}}}`, i, i, i)
 	}
@@ -220,4 +184,30 @@ rules:
 	if len(calls) != 1 || !strings.HasPrefix(calls[0], "post: 200 transcripts failed: zoom_captions_failure — bots ") {
 		t.Fatalf("Slack calls %v, want one post counting 200", calls)
 	}
+}
+
+// slackRelayConfig is a real relay's config whose one rule sends every
+// event to a Web API Slack sink "oncall-slack" at apiURL, with the sink's
+// extra options (YAML lines indented four spaces).
+func slackRelayConfig(dir, apiURL, options string) string {
+	return fmt.Sprintf(`
+server:
+  listen: "127.0.0.1:0"
+  admin_listen: "127.0.0.1:0"
+storage:
+  dir: %s/data
+sources:
+  recall:
+    secrets: [%s]
+sinks:
+  oncall-slack:
+    type: slack
+    token: xoxb-test
+    channel: "#oncall"
+    api_url: %s/api/
+%srules:
+  - name: all
+    when: "true"
+    sinks: [oncall-slack]
+`, dir, testSecret, apiURL, options)
 }
