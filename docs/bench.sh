@@ -45,11 +45,25 @@
 #           nothing (the whole history read), of GET /api/v1/events/{id},
 #           and the restart: time to ready and RSS with the dedupe window's
 #           ids read back (not in the default MEASURE: it takes minutes)
+#   cluster (not in the default set) three nats-server processes (built
+#           from the module) and relays in cluster mode (replicas 3): the
+#           relay's and the NATS nodes' CPU per event at steady 100 and
+#           1,000 events/s, accepted/s at concurrency 64 through one relay
+#           and split over two, and the cluster's disk per stored event;
+#           for docs/operations.md, Sizing
+#   fault   relay (sync 1s, default retry and breaker) with one http sink to
+#           a relay-load --receive endpoint that answers 503 for
+#           FAULT_OUTAGE while FAULT_EVENTS events arrive at a steady rate
+#           over it, then recovers: events delivered exactly once (distinct
+#           Idempotency-Key), repeats, events missing, the attempts the down
+#           endpoint got, the time from recovery to the last delivery, dead
+#           letters and the relay's peak RSS (VmHWM). Not in the default
+#           MEASURE: it lasts FAULT_OUTAGE plus the drain.
 #
 # Environment: DURATION (15s), CONCURRENCIES ("1 16 64"), E2E_RATE (1000),
-# MEM_EVENTS (100000), MEM_CONCURRENCY (64), MEASURE ("floor fsync relay ratio
-# sustain burst e2e mem"; add history for that one), RATIO_ROUNDS (3), SUSTAIN_RATES ("4000 6000 8000"),
-# HISTORY_EVENTS (1000000), LOG_LEVEL (relay --log-level, info: one log line per event, as
+# MEM_EVENTS (100000), MEM_CONCURRENCY (64), FAULT_OUTAGE (10m), FAULT_EVENTS
+# (10000), HISTORY_EVENTS (1000000), MEASURE ("floor fsync relay ratio sustain
+# burst e2e mem"; add "history", "fault" or "cluster" for those runs), RATIO_ROUNDS (3), SUSTAIN_RATES ("4000 6000 8000"), LOG_LEVEL (relay --log-level, info: one log line per event, as
 # deployed), RELAY_ENV (extra VAR=value words for relay serve only, e.g.
 # "GOGC=200"), START_TIMEOUT (30 s), DRAIN_TIMEOUT (120 s), KEEP=1 keeps the
 # work directory (logs, reports) and prints its path.
@@ -61,6 +75,8 @@ E2E_RATE=${E2E_RATE:-1000}
 MEM_EVENTS=${MEM_EVENTS:-100000}
 MEM_CONCURRENCY=${MEM_CONCURRENCY:-64}
 HISTORY_EVENTS=${HISTORY_EVENTS:-1000000}
+FAULT_OUTAGE=${FAULT_OUTAGE:-10m}
+FAULT_EVENTS=${FAULT_EVENTS:-10000}
 MEASURE=${MEASURE:-"floor fsync relay ratio sustain burst e2e mem"}
 RATIO_ROUNDS=${RATIO_ROUNDS:-3}
 SUSTAIN_RATES=${SUSTAIN_RATES:-"4000 6000 8000"}
@@ -286,6 +302,7 @@ declare -A FLOOR FSYNC
 RELAY_ROWS=()
 E2E_ROWS=()
 MEM_ROW=""
+FAULT_ROW=""
 declare -A RELAY_OK
 
 # --- a, b: floors -----------------------------------------------------------
@@ -569,6 +586,214 @@ if wants history; then
 	rm -rf "$WORK/$name/jetstream"
 fi
 
+# --- g: cluster sizing (MEASURE=cluster) ------------------------------------
+# free_port: a loopback TCP port nothing listens on now.
+free_port() {
+	python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+# cpu_ticks PID...: user + system CPU of the processes, in clock ticks.
+cpu_ticks() {
+	local pid t=0
+	for pid in "$@"; do
+		t=$((t + $(awk '{ print $14 + $15 }' "/proc/$pid/stat")))
+	done
+	echo "$t"
+}
+
+# cluster_config FILE DIR RECEIVER: a relay's config in cluster mode (every
+# event archived to a file and forwarded over HTTP).
+cluster_config() {
+	cat >"$1" <<EOF
+server:
+  listen: "127.0.0.1:0"
+  admin_listen: "127.0.0.1:0"
+  shutdown_grace: 5s
+storage:
+  url: $NATS_URL
+  replicas: 3
+sources:
+  recall:
+    secrets: [$SECRET]
+sinks:
+  archive:
+    type: file
+    path: $2/events.jsonl
+  endpoint:
+    type: http
+    url: http://$3/hook
+rules:
+  - name: archive-and-forward-everything
+    when: "true"
+    sinks: [archive, endpoint]
+EOF
+}
+
+# drain ADMIN: waits (bounded) until the relay has nothing pending.
+drain() {
+	local i
+	for ((i = 0; i < DRAIN_TIMEOUT * 10; i++)); do
+		[[ $(metric "$1" relay_pending_deliveries) == 0 ]] && return 0
+		sleep 0.1
+	done
+	echo "bench.sh: deliveries still pending after ${DRAIN_TIMEOUT}s" >&2
+}
+
+CLUSTER_ROWS=()
+if wants cluster; then
+	command -v python3 >/dev/null || die "MEASURE=cluster needs python3 (to find free ports)"
+	(cd "$ROOT" && go build -o "$BIN/nats-server" github.com/nats-io/nats-server/v2) || die "go build nats-server failed"
+	NATS_PIDS=()
+	routes=""
+	declare -a CPORT PPORT
+	for i in 1 2 3; do
+		CPORT[i]=$(free_port)
+		PPORT[i]=$(free_port)
+		routes+="${routes:+,}nats-route://127.0.0.1:${PPORT[i]}"
+	done
+	for i in 1 2 3; do
+		mkdir -p "$WORK/nats$i"
+		"$BIN/nats-server" --name "n$i" --addr 127.0.0.1 --port "${CPORT[i]}" --jetstream --store_dir "$WORK/nats$i" \
+			--cluster_name relay-bench --cluster "nats://127.0.0.1:${PPORT[i]}" --routes "$routes" \
+			>"$WORK/nats$i.log" 2>&1 &
+		NATS_PIDS+=("$!")
+		PIDS+=("$!")
+	done
+	NATS_URL="nats://127.0.0.1:${CPORT[1]},nats://127.0.0.1:${CPORT[2]},nats://127.0.0.1:${CPORT[3]}"
+	ticks=$(getconf CLK_TCK)
+
+	start_loadtool cluster-receiver --receive 127.0.0.1:0
+	recv_pid=$LAST_PID
+	recv=$LAST_ADDR
+	mkdir -p "$WORK/cluster-r1" "$WORK/cluster-r2"
+	cluster_config "$WORK/cluster-r1/relay.yaml" "$WORK/cluster-r1" "$recv"
+	cluster_config "$WORK/cluster-r2/relay.yaml" "$WORK/cluster-r2" "$recv"
+	START_TIMEOUT=90 start_relay cluster-r1 "$WORK/cluster-r1/relay.yaml"
+	r1_pid=$RELAY_PID r1_ingest=$RELAY_INGEST r1_admin=$RELAY_ADMIN
+
+	for rate in 100 1000; do
+		log "cluster: one relay at a steady $rate/s ($DURATION)"
+		before_relay=$(cpu_ticks "$r1_pid")
+		before_nats=$(cpu_ticks "${NATS_PIDS[@]}")
+		load "cluster-rate$rate" "http://$r1_ingest/webhooks/recall" --rate "$rate" --concurrency 64 --duration "$DURATION"
+		drain "$r1_admin"
+		relay_t=$(($(cpu_ticks "$r1_pid") - before_relay))
+		nats_t=$(($(cpu_ticks "${NATS_PIDS[@]}") - before_nats))
+		n=$(jfield "$WORK/cluster-rate$rate.json" ok)
+		CLUSTER_ROWS+=("| CPU per event at a steady $rate/s: the relay; the three NATS nodes together | $(awk -v t="$relay_t" -v k="$ticks" -v n="$n" 'BEGIN { printf "%.0f µs", t * 1e6 / k / n }'); $(awk -v t="$nats_t" -v k="$ticks" -v n="$n" 'BEGIN { printf "%.0f µs", t * 1e6 / k / n }') ($n events, delivered) |")
+	done
+
+	log "cluster: accepted/s at concurrency 64 through one relay ($DURATION)"
+	load cluster-one "http://$r1_ingest/webhooks/recall" --concurrency 64 --duration "$DURATION"
+	one=$(jfield "$WORK/cluster-one.json" ok_throughput_rps)
+	drain "$r1_admin"
+	START_TIMEOUT=90 start_relay cluster-r2 "$WORK/cluster-r2/relay.yaml"
+	r2_pid=$RELAY_PID r2_ingest=$RELAY_INGEST
+	log "cluster: accepted/s at concurrency 64 split over two relays ($DURATION)"
+	load cluster-two-a "http://$r1_ingest/webhooks/recall" --concurrency 32 --duration "$DURATION" &
+	la=$!
+	load cluster-two-b "http://$r2_ingest/webhooks/recall" --concurrency 32 --duration "$DURATION"
+	wait "$la"
+	drain "$r1_admin"
+	two=$(awk -v a="$(jfield "$WORK/cluster-two-a.json" ok_throughput_rps)" -v b="$(jfield "$WORK/cluster-two-b.json" ok_throughput_rps)" 'BEGIN { printf "%.0f", a + b }')
+	CLUSTER_ROWS+=("| accepted/s at concurrency 64 through one relay | $one |")
+	CLUSTER_ROWS+=("| accepted/s at concurrency 64 split over two relays (the same two cores) | $two |")
+
+	log "cluster: disk per stored event (2,000 events kept behind a dead endpoint)"
+	stop_proc "$r2_pid"
+	stop_proc "$r1_pid"
+	stop_proc "$recv_pid" # the endpoint is dead from now on: events stay stored
+	before=$(du -sb "$WORK"/nats1 "$WORK"/nats2 "$WORK"/nats3 | awk '{ s += $1 } END { print s }')
+	START_TIMEOUT=90 start_relay cluster-disk "$WORK/cluster-r1/relay.yaml"
+	load cluster-disk "http://$RELAY_INGEST/webhooks/recall" --requests 2000 --concurrency 16
+	stop_proc "$RELAY_PID"
+	sync
+	after=$(du -sb "$WORK"/nats1 "$WORK"/nats2 "$WORK"/nats3 | awk '{ s += $1 } END { print s }')
+	per=$(awk -v a="$after" -v b="$before" 'BEGIN { printf "%.0f", (a - b) / 2000 }')
+	CLUSTER_ROWS+=("| disk per stored event, the three replicas together | $per bytes |")
+	CLUSTER_ROWS+=("| disk for one day of stored events at 100/s; at 1,000/s | $(awk -v p="$per" 'BEGIN { printf "%.1f GB; %.1f GB", p * 100 * 86400 / 1e9, p * 1000 * 86400 / 1e9 }') |")
+	for pid in "${NATS_PIDS[@]}"; do stop_proc "$pid"; done
+fi
+
+# --- f: a sink down for an outage, then back ---------------------------------
+# seconds DURATION: a duration in whole s, m or h units, in seconds.
+seconds() {
+	case $1 in
+	*h) echo $((${1%h} * 3600)) ;;
+	*m) echo $((${1%m} * 60)) ;;
+	*s) echo "${1%s}" ;;
+	*) die "FAULT_OUTAGE: want a duration such as 60s, 10m or 1h, got $1" ;;
+	esac
+}
+
+# recv_stat ADDR KEY: one count from a receiver's /stats.
+recv_stat() {
+	local v
+	v=$(curl -fsS --max-time 5 "http://$1/stats" | grep -o "\"$2\":[0-9]*" | cut -d: -f2 || true)
+	echo "${v:-0}"
+}
+
+if wants fault; then
+	name=fault
+	dir=$WORK/$name
+	mkdir -p "$dir"
+	outage_s=$(seconds "$FAULT_OUTAGE")
+	((outage_s > 0)) || die "FAULT_OUTAGE must be positive"
+	rate=$(awk -v n="$FAULT_EVENTS" -v s="$outage_s" 'BEGIN { printf "%.3f", n / s }')
+	start_loadtool fault-receiver --receive 127.0.0.1:0 --down-until "$dir/up" --count-keys --json
+	RECV_PID=$LAST_PID
+	RECV_ADDR=$LAST_ADDR
+	cat >"$dir/relay.yaml" <<EOF
+server:
+  listen: "127.0.0.1:0"
+  admin_listen: "127.0.0.1:0"
+  shutdown_grace: 5s
+storage:
+  dir: $dir/jetstream
+  sync: 1s
+sources:
+  recall:
+    secrets: [$SECRET]
+sinks:
+  endpoint:
+    type: http
+    url: http://$RECV_ADDR/hook
+rules:
+  - name: forward-everything
+    when: "true"
+    sinks: [endpoint]
+EOF
+	start_relay "$name" "$dir/relay.yaml"
+	log "fault: $FAULT_EVENTS events at $rate/s over a $FAULT_OUTAGE outage of $RECV_ADDR"
+	load "$name" "http://$RELAY_INGEST/webhooks/recall" --rate "$rate" --concurrency 16 --requests "$FAULT_EVENTS"
+	f=$WORK/$name.json
+	accepted=$(jfield "$f" ok)
+	refused=$(recv_stat "$RECV_ADDR" refused)
+	dead_before=$(metric "$RELAY_ADMIN" relay_dead_letters)
+	touch "$dir/up"
+	log "fault: the endpoint is back; it refused $refused attempts while down; waiting for $accepted deliveries"
+	up_ns=$(date +%s%N)
+	got=0
+	for ((i = 0; i < DRAIN_TIMEOUT * 10; i++)); do
+		got=$(recv_stat "$RECV_ADDR" unique_keys)
+		((got >= accepted)) && break
+		sleep 0.1
+	done
+	if ((got >= accepted)); then
+		drain=$(awk -v a="$up_ns" -v b="$(date +%s%N)" 'BEGIN { printf "%.1f", (b - a) / 1e9 }')
+	else
+		drain=">$DRAIN_TIMEOUT"
+	fi
+	repeats=$(recv_stat "$RECV_ADDR" duplicate_keys)
+	dead=$(metric "$RELAY_ADMIN" relay_dead_letters)
+	pending=$(metric "$RELAY_ADMIN" relay_pending_deliveries)
+	hwm=$(vm "$RELAY_PID" VmHWM)
+	opened=$(grep -c '"msg":"sink breaker opened' "$WORK/$name.log" || true)
+	stop_proc "$RELAY_PID"
+	stop_proc "$RECV_PID"
+	FAULT_ROW="| $FAULT_OUTAGE | $FAULT_EVENTS | $accepted | $got | $repeats | $((accepted - got)) | $refused | $opened | $drain | $dead_before / $dead | $pending | $(mb "$hwm") |"
+fi
+
 # --- report -----------------------------------------------------------------
 cpu=$(awk -F': *' '/^model name/ { print $2; exit }' /proc/cpuinfo)
 echo
@@ -646,6 +871,14 @@ if ((${#HISTORY_ROWS[@]})); then
 	echo "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
 	printf '%s\n' "${HISTORY_ROWS[@]}"
 fi
+if ((${#CLUSTER_ROWS[@]})); then
+	echo
+	echo "### Cluster sizing (three nats-server processes, replicas 3, relays in cluster mode, all on these cores)"
+	echo
+	echo "| measurement | result |"
+	echo "| --- | --- |"
+	printf '%s\n' "${CLUSTER_ROWS[@]}"
+fi
 if [[ -n $MEM_ROW ]]; then
 	echo
 	echo "### Memory with a dead sink (sync 1s, concurrency $MEM_CONCURRENCY, retries for 24h)"
@@ -653,4 +886,12 @@ if [[ -n $MEM_ROW ]]; then
 	echo "| events accepted | accepted/s | RSS idle MB | RSS after MB | HWM MB | pending deliveries |"
 	echo "| ---: | ---: | ---: | ---: | ---: | ---: |"
 	echo "$MEM_ROW"
+fi
+if [[ -n $FAULT_ROW ]]; then
+	echo
+	echo "### A sink down for an outage, then back (sync 1s, default retry and breaker)"
+	echo
+	echo "| outage | events sent | accepted | delivered once | repeats | missing | attempts while down | breaker openings | drained in s | dead letters (at recovery / end) | pending at end | relay peak RSS MB |"
+	echo "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+	echo "$FAULT_ROW"
 fi

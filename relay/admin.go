@@ -89,6 +89,7 @@ func (s *Server) refreshGauges(ctx context.Context) {
 	if s.engine != nil {
 		s.engine.updateGauges(ctx)
 	}
+	s.timers.updateGauges(ctx, s.cfg.Load().ExpectSet)
 	if s.store == nil {
 		return
 	}

@@ -2,6 +2,7 @@ package relay
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"net/url"
@@ -247,4 +248,69 @@ func TestClusterRestartDuringElection(t *testing.T) {
 		}
 	}
 	startWithin(t, yaml, 15*time.Second)
+}
+
+// TestClusterSharedConfig: relays on one cluster run one config. The first
+// relay's file becomes the cluster's; a relay started with a divergent file
+// follows the cluster's (and never creates the queue of a sink only its
+// file names); a reload of one relay reaches the other.
+func TestClusterSharedConfig(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a 3-node cluster")
+	}
+	servers := startCluster(t, 3)
+	a := startHarness(t, nil, clusterConfig(t, servers, twoRules))
+	divergent := strings.Replace(clusterConfig(t, servers, twoRules+`
+  - name: only-here
+    when: "true"
+    sinks: [c]
+`), "sinks:\n  a:\n", "sinks:\n  c:\n    type: fake\n  a:\n", 1)
+	b := startHarness(t, nil, divergent)
+	if _, ok := b.srv.Config().Sinks["c"]; ok {
+		t.Fatal("the relay with a divergent file runs its own config, want the cluster's")
+	}
+	if got := ruleNames(b.srv.Config()); got != "failures,everything" {
+		t.Fatalf("relay b runs rules %s, want the cluster's failures,everything", got)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := a.srv.store.events.Consumer(ctx, sinkConsumerName("c")); !errors.Is(err, jetstream.ErrConsumerNotFound) {
+		t.Errorf("consumer of sink c: got %v, want none", err)
+	}
+
+	// A reload of relay a shares its new file; relay b applies it.
+	a.rewriteConfig(clusterConfig(t, servers, twoRules+`
+  - name: added
+    when: event == "recording.done"
+    sinks: [b]
+`))
+	if err := a.srv.Reload(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got := ruleNames(a.srv.Config()); got != "failures,everything,added" {
+		t.Errorf("relay a after its reload: rules %s", got)
+	}
+	eventually(t, 10*time.Second, "relay b to run the shared config", func() bool {
+		return ruleNames(b.srv.Config()) == "failures,everything,added"
+	})
+	// Each relay keeps its own listeners.
+	if a.srv.IngestAddr() == b.srv.IngestAddr() {
+		t.Error("both relays on one address")
+	}
+	// A reload of a file that does not validate changes nothing anywhere.
+	a.rewriteConfig(clusterConfig(t, servers, "rules:\n  - name: broken\n    when: nonsense ==\n    sinks: [a]\n"))
+	if err := a.srv.Reload(ctx); err == nil {
+		t.Error("reload of an invalid file succeeded")
+	}
+	if got := ruleNames(b.srv.Config()); got != "failures,everything,added" {
+		t.Errorf("relay b after a failed reload elsewhere: rules %s", got)
+	}
+}
+
+func ruleNames(cfg *Config) string {
+	var names []string
+	for _, r := range cfg.Rules {
+		names = append(names, r.Name)
+	}
+	return strings.Join(names, ",")
 }

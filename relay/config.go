@@ -19,7 +19,6 @@ import (
 	"github.com/knadh/koanf/parsers/yaml"
 	"github.com/knadh/koanf/providers/confmap"
 	"github.com/knadh/koanf/providers/env/v2"
-	"github.com/knadh/koanf/providers/file"
 	"github.com/knadh/koanf/v2"
 
 	"github.com/relay-dev/relay/rules"
@@ -41,6 +40,10 @@ type Config struct {
 	Rules   []rules.Spec `koanf:"rules"`
 	// RuleSet is Rules compiled.
 	RuleSet *rules.Set
+	// Expectations start, settle and miss timers (see relay/expect.go).
+	Expectations []rules.ExpectationSpec `koanf:"expectations"`
+	// ExpectSet is Expectations compiled.
+	ExpectSet *rules.Expectations
 }
 
 // ServerConfig holds the listeners and their limits.
@@ -129,8 +132,25 @@ type SinkConfig struct {
 	// Registry, is the type's own default, else 4.
 	Concurrency int `koanf:"concurrency"`
 	// Retry defaults, key by key, to the top-level retry policy.
-	Retry   RetryPolicy    `koanf:"retry"`
+	Retry RetryPolicy `koanf:"retry"`
+	// Breaker defaults, key by key, to DefaultBreaker.
+	Breaker BreakerConfig  `koanf:"breaker"`
 	Options map[string]any `koanf:",remain"`
+}
+
+// BreakerConfig is a sink's circuit breaker: after Failures failed attempts
+// in a row the sink gets no attempt for Cooldown, then one probe, and a
+// probe that succeeds closes it again (see docs/design.md, Delivery under
+// faults).
+type BreakerConfig struct {
+	Failures int           `koanf:"failures"`
+	Cooldown time.Duration `koanf:"cooldown"`
+}
+
+// DefaultBreaker returns the breaker settings of a sink whose config does
+// not set them.
+func DefaultBreaker() BreakerConfig {
+	return BreakerConfig{Failures: 5, Cooldown: 30 * time.Second}
 }
 
 // RetryPolicy says how long and how often a failing delivery is retried.
@@ -212,19 +232,28 @@ type LoadOptions struct {
 // one problem per line, each starting with its config path
 // ("rules[2].sinks[0]: unknown sink \"slak\""); it never contains a secret.
 func LoadConfig(path string, o LoadOptions) (*Config, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("read config %s: %w", path, err)
+	}
+	return loadConfigBytes(path, data, o)
+}
+
+// loadConfigBytes is LoadConfig over the file's contents; name is what
+// errors call it.
+func loadConfigBytes(name string, data []byte, o LoadOptions) (*Config, error) {
 	environ := o.Environ
 	if environ == nil {
 		environ = os.Environ()
 	}
 	lookup := envLookup(environ)
-
-	raw := koanf.New(".")
-	if err := raw.Load(file.Provider(path), yaml.Parser()); err != nil {
-		return nil, fmt.Errorf("read config %s: %w", path, err)
+	tree, err := yaml.Parser().Unmarshal(data)
+	if err != nil {
+		return nil, fmt.Errorf("read config %s: %w", name, err)
 	}
 	k := koanf.New(".")
-	if err := k.Load(confmap.Provider(expandAll(raw.Raw(), lookup).(map[string]any), ""), nil); err != nil {
-		return nil, fmt.Errorf("expand config %s: %w", path, err)
+	if err := k.Load(confmap.Provider(expandAll(tree, lookup).(map[string]any), ""), nil); err != nil {
+		return nil, fmt.Errorf("expand config %s: %w", name, err)
 	}
 	if err := k.Load(env.Provider(".", env.Opt{
 		Prefix:        "RELAY_",
@@ -308,6 +337,8 @@ func decodeConfig(k *koanf.Koanf, reg *sinks.Registry) (*Config, error) {
 		errs = append(errs, Problems(err)...)
 	}
 	cfg.RuleSet = set
+	cfg.ExpectSet, err = rules.CompileExpectations(cfg.Expectations)
+	errs = append(errs, Problems(err)...)
 	if err := errors.Join(errs...); err != nil {
 		return nil, err
 	}
@@ -559,11 +590,12 @@ func decodeSinks(blocks map[string]map[string]any, retry RetryPolicy, reg *sinks
 func decodeSink(name string, block map[string]any, retry RetryPolicy) (SinkConfig, []error) {
 	p := "sinks." + name
 	block, errs := checkSinkKeys(p, block)
-	sc := SinkConfig{Retry: retry, Options: make(map[string]any)}
+	sc := SinkConfig{Retry: retry, Breaker: DefaultBreaker(), Options: make(map[string]any)}
 	errs = append(errs, decode(p, block, &sc, matchSinkKey)...)
 	if _, own := block["retry"]; own {
 		errs = append(errs, validateRetry(p+".retry", sc.Retry)...)
 	}
+	errs = append(errs, validateBreaker(p+".breaker", sc.Breaker)...)
 	if sc.Type == "" {
 		errs = append(errs, fmt.Errorf("%s.type: required", p))
 	}
@@ -572,13 +604,25 @@ func decodeSink(name string, block map[string]any, retry RetryPolicy) (SinkConfi
 
 // matchSinkKey matches the keys of SinkConfig's own fields exactly: any
 // other key of a sink's block is an option, and "Type" is one. The keys of
-// its retry policy match ignoring case, as everywhere else in the file.
+// its retry policy and breaker match ignoring case, as everywhere else in
+// the file.
 func matchSinkKey(key, field string) bool {
 	switch field {
-	case "type", "concurrency", "retry":
+	case "type", "concurrency", "retry", "breaker":
 		return key == field
 	}
 	return strings.EqualFold(key, field)
+}
+
+func validateBreaker(p string, b BreakerConfig) []error {
+	var errs []error
+	if b.Failures < 1 {
+		errs = append(errs, fmt.Errorf("%s.failures: must be at least 1", p))
+	}
+	if b.Cooldown <= 0 {
+		errs = append(errs, fmt.Errorf("%s.cooldown: must be positive", p))
+	}
+	return errs
 }
 
 // checkSinkKeys holds a sink's type and concurrency to rules stricter than
@@ -611,7 +655,7 @@ func checkSinkKeys(p string, block map[string]any) (map[string]any, []error) {
 // default, and checks its options.
 func resolveSinkType(name string, sc *SinkConfig, reg *sinks.Registry) []error {
 	p := "sinks." + name
-	t, ok := reg.Lookup(sc.Type)
+	t, ok := withCompile(reg).Lookup(sc.Type)
 	if !ok {
 		return []error{fmt.Errorf("%s.type: unknown sink type %q (known: %s)", p, sc.Type, strings.Join(reg.Names(), ", "))}
 	}

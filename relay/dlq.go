@@ -132,6 +132,11 @@ func (s *jsStore) replayDead(ctx context.Context, id uint64, isSink func(string)
 	if id := deadEventID(m.Header); id != "" {
 		r.Header.Set(hdrEventID, id)
 	}
+	if ev := m.Header.Get(hdrEvent); ev != "" {
+		// The stored type, so that a replayed missed event is decoded as
+		// one (rules.NewEnvFor).
+		r.Header.Set(hdrEvent, ev)
+	}
 	if _, err := s.js.PublishMsg(ctx, r, jetstream.WithMsgID(fmt.Sprintf("replay:%s:%d", dl.Sink, id)), jetstream.WithExpectStream(eventsStream)); err != nil {
 		return fmt.Errorf("requeue: %w", err)
 	}

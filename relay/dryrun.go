@@ -90,19 +90,23 @@ func CloseSinks(built map[string]sinks.Sink) { closeSinks(built) }
 // configured.
 func DryRun(cfg *Config, built map[string]sinks.Sink, source string, body []byte) (DryRunResult, error) {
 	res := DryRunResult{Rules: []string{}, Deliveries: []DryRunDelivery{}}
-	if source == "" {
-		if names := slices.Sorted(maps.Keys(cfg.Sources)); len(names) > 0 {
-			source = names[0]
-		}
-	} else if _, ok := cfg.Sources[source]; !ok {
-		return res, fmt.Errorf("unknown source %q", source)
+	source, err := dryRunSource(cfg, source)
+	if err != nil {
+		return res, err
 	}
 	meta := rules.Meta{Source: source, MsgID: DryRunMsgID, ReceivedAt: DryRunReceivedAt()}
 	env, err := rules.NewEnv(body, meta)
 	if err != nil {
 		return res, err
 	}
-	res.Event = env.Event
+	return dryRunEnv(cfg, built, env, body), nil
+}
+
+// dryRunEnv is DryRun for an event already decoded as env: the rules'
+// result and each routed sink's preview.
+func dryRunEnv(cfg *Config, built map[string]sinks.Sink, env *rules.Env, body []byte) DryRunResult {
+	res := DryRunResult{Event: env.Event, Rules: []string{}, Deliveries: []DryRunDelivery{}}
+	meta := rules.Meta{Source: env.Source, MsgID: env.MsgID, ReceivedAt: env.ReceivedAt}
 
 	eval := cfg.RuleSet.Eval(env)
 	res.Rules = append(res.Rules, eval.Rules...)
@@ -142,7 +146,7 @@ func DryRun(cfg *Config, built map[string]sinks.Sink, source string, body []byte
 		}
 		res.Deliveries = append(res.Deliveries, dd)
 	}
-	return res, nil
+	return res
 }
 
 // Failed reports whether the dry run found a problem: a rule that failed at
@@ -182,6 +186,9 @@ type caseSpec struct {
 	// ExpectRules and ExpectSinks are nil when not checked; [] expects none.
 	ExpectRules *[]string `yaml:"expect_rules"`
 	ExpectSinks *[]string `yaml:"expect_sinks"`
+	// Sequence, instead of Event, runs several events against a fake
+	// clock (see sequence.go).
+	Sequence []stepSpec `yaml:"sequence"`
 }
 
 // CaseReport is the outcome of a routing test file.
@@ -207,6 +214,9 @@ type CaseResult struct {
 	// Problems says why the case failed, one line each, for example
 	// "rules: missing [a], unexpected [b]".
 	Problems []string `json:"problems,omitempty"`
+	// Steps are the results of a sequence's steps, in order (absent for a
+	// single event).
+	Steps []StepResult `json:"steps,omitempty"`
 }
 
 // RunCases runs the routing tests in the YAML file at casesPath against cfg
@@ -220,6 +230,10 @@ type CaseResult struct {
 //	    source: recall                               # optional
 //	    expect_rules: [zoom-captions-failures]       # optional; exact, any order
 //	    expect_sinks: [oncall-slack]                 # optional; exact, any order
+//
+// A case may instead give a sequence of events at offsets of a fake clock,
+// with the stale and previous_status values and the missed events each step
+// expects (see sequence.go and docs/reference.md).
 //
 // A case fails when its event cannot be read, decoded or overridden, when a
 // rule fails at run time, when a routed sink's preview fails, or when the
@@ -275,7 +289,10 @@ func readCases(path string) ([]caseSpec, error) {
 		} else {
 			firstAt[c.Name] = i
 		}
-		if strings.TrimSpace(c.Event) == "" {
+		switch {
+		case len(c.Sequence) > 0:
+			errs = append(errs, checkSequence(p, c)...)
+		case strings.TrimSpace(c.Event) == "":
 			errs = append(errs, fmt.Errorf("%s.event: required", p))
 		}
 	}
@@ -287,49 +304,44 @@ func readCases(path string) ([]caseSpec, error) {
 
 // runCase runs one routing test; dir is the cases file's directory.
 func runCase(cfg *Config, built map[string]sinks.Sink, dir string, c caseSpec) CaseResult {
+	if len(c.Sequence) > 0 {
+		return runSequence(cfg, built, dir, c)
+	}
 	r := CaseResult{Name: c.Name, Event: c.Event, Rules: []string{}, Sinks: []string{}}
 	fail := func(format string, args ...any) CaseResult {
 		r.Problems = append(r.Problems, fmt.Sprintf(format, args...))
 		return r
 	}
-	path := c.Event
-	if !filepath.IsAbs(path) {
-		path = filepath.Join(dir, path)
-	}
-	body, err := os.ReadFile(path)
-	if err != nil {
-		return fail("event: %v", err)
-	}
-	if len(c.Set) > 0 {
-		if body, err = applyOverrides(body, c.Set); err != nil {
-			return fail("set: %v", err)
-		}
+	body, problem := readCaseEvent(dir, c.Event, c.Set)
+	if problem != "" {
+		return fail("%s", problem)
 	}
 	res, err := DryRun(cfg, built, c.Source, body)
 	if err != nil {
 		return fail("event: %v", err)
 	}
 	r.Rules, r.Sinks = res.Rules, res.Sinks()
-	for _, re := range res.RuleErrors {
-		r.Problems = append(r.Problems, fmt.Sprintf("rule error: %s: %s", re.Rule, re.Error))
-	}
-	if c.ExpectRules != nil {
-		if d := setDiff(*c.ExpectRules, r.Rules); d != "" {
-			r.Problems = append(r.Problems, "rules: "+d)
-		}
-	}
-	if c.ExpectSinks != nil {
-		if d := setDiff(*c.ExpectSinks, r.Sinks); d != "" {
-			r.Problems = append(r.Problems, "sinks: "+d)
-		}
-	}
-	for _, d := range res.Deliveries {
-		if d.Error != "" {
-			r.Problems = append(r.Problems, fmt.Sprintf("sink %s: preview failed: %s", d.Sink, d.Error))
-		}
-	}
+	r.Problems = append(r.Problems, resultProblems(res, c.ExpectRules, c.ExpectSinks)...)
 	r.Passed = len(r.Problems) == 0
 	return r
+}
+
+// readCaseEvent reads a case's event file (relative to dir) and applies its
+// overrides; problem says what failed.
+func readCaseEvent(dir, path string, set map[string]any) (body []byte, problem string) {
+	if !filepath.IsAbs(path) {
+		path = filepath.Join(dir, path)
+	}
+	body, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Sprintf("event: %v", err)
+	}
+	if len(set) > 0 {
+		if body, err = applyOverrides(body, set); err != nil {
+			return nil, fmt.Sprintf("set: %v", err)
+		}
+	}
+	return body, ""
 }
 
 // setDiff compares want and got as sets: "missing [a, b], unexpected [c]",

@@ -65,13 +65,13 @@ func (e *engine) apply(ctx context.Context, cfg *Config, built map[string]sinks.
 			// The new runtime is stored before the old one is closed:
 			// deliveries rely on it (see sinkRuntime).
 			old := w.rt.Swap(rt)
-			if err := w.setConcurrency(ctx, sc.Concurrency); err != nil {
+			if err := w.configure(ctx, sc.Concurrency, sc.Breaker); err != nil {
 				errs = append(errs, fmt.Errorf("sink %s: update concurrency: %w", name, err))
 			}
 			e.closeLater(old)
 			continue
 		}
-		if err := e.startWorker(ctx, name, rt, sc.Concurrency); err != nil {
+		if err := e.startWorker(ctx, name, rt, sc.Concurrency, sc.Breaker); err != nil {
 			errs = append(errs, err)
 			_ = rt.close(ctx)
 		}
@@ -82,6 +82,7 @@ func (e *engine) apply(ctx context.Context, cfg *Config, built map[string]sinks.
 		}
 		if old := w.rt.Swap(&sinkRuntime{}); old.sink != nil { // stored before old is closed
 			e.log.Warn("sink removed; its queued deliveries will be dead-lettered", "sink", name)
+			w.brk.reset() // what waits behind it is dead-lettered now
 			e.closeLater(old)
 			e.watchDrain(name)
 		}
@@ -100,7 +101,7 @@ func (e *engine) apply(ctx context.Context, cfg *Config, built map[string]sinks.
 			continue
 		}
 		e.log.Warn("found the queue of a sink the config no longer names; its deliveries will be dead-lettered", "sink", sink)
-		if err := e.startWorker(ctx, sink, &sinkRuntime{policy: DefaultRetry()}, 1); err != nil {
+		if err := e.startWorker(ctx, sink, &sinkRuntime{policy: DefaultRetry()}, 1, DefaultBreaker()); err != nil {
 			errs = append(errs, err)
 			continue
 		}
@@ -109,13 +110,13 @@ func (e *engine) apply(ctx context.Context, cfg *Config, built map[string]sinks.
 	return errors.Join(errs...)
 }
 
-func (e *engine) startWorker(ctx context.Context, name string, rt *sinkRuntime, concurrency int) error {
+func (e *engine) startWorker(ctx context.Context, name string, rt *sinkRuntime, concurrency int, bc BreakerConfig) error {
 	w := &worker{
 		name: name, store: e.store, metrics: e.metrics, now: e.now, ackWait: e.ackWait, load: e.load,
 		log: e.log.With("sink", name),
 	}
 	w.rt.Store(rt)
-	if err := w.start(ctx, concurrency); err != nil {
+	if err := w.start(ctx, concurrency, bc); err != nil {
 		return err
 	}
 	e.workers[name] = w

@@ -520,7 +520,7 @@ func TestStoreFull(t *testing.T) {
 rules:
   - {name: to-a, when: "true", sinks: [a]}
 `))
-	if got := metricValue(h, "relay_store_max_bytes"); got != 128<<10 {
+	if got := metricFloat(h, "relay_store_max_bytes"); got != 128<<10 {
 		t.Errorf("relay_store_max_bytes: %v", got)
 	}
 	// Delivered events: history makes room, ingest never refuses.
@@ -528,11 +528,11 @@ rules:
 		h.mustAccept(fmt.Sprintf("msg_d%d", i), padded("delivered", 2000))
 		time.Sleep(15 * time.Millisecond)
 	}
-	eventually(t, 10*time.Second, "history given up early", func() bool { return metricValue(h, "relay_history_evicted_total") > 0 })
-	if n := metricValue(h, "relay_history_events"); n < 1 || n >= 120 {
+	eventually(t, 10*time.Second, "history given up early", func() bool { return metricFloat(h, "relay_history_evicted_total") > 0 })
+	if n := metricFloat(h, "relay_history_events"); n < 1 || n >= 120 {
 		t.Errorf("relay_history_events: %v", n)
 	}
-	if b := metricValue(h, "relay_store_bytes"); b <= 0 || b > 128<<10 {
+	if b := metricFloat(h, "relay_store_bytes"); b <= 0 || b > 128<<10 {
 		t.Errorf("relay_store_bytes: %v", b)
 	}
 
@@ -591,20 +591,15 @@ func (h *harness) postRaw(id, body string) (int, rawAnswer) {
 	return resp.StatusCode, rawAnswer{resp.Header, string(b)}
 }
 
-// metricValue reads an unlabelled metric from the admin listener's
+// metricFloat reads an unlabelled metric from the admin listener's
 // /metrics (-1 when absent).
-func metricValue(h *harness, name string) float64 {
+func metricFloat(h *harness, name string) float64 {
 	h.t.Helper()
-	_, body := h.adminRaw("GET", "/metrics")
-	for _, line := range strings.Split(body, "\n") {
-		if v, ok := strings.CutPrefix(line, name+" "); ok {
-			f, err := strconv.ParseFloat(v, 64)
-			if err == nil {
-				return f
-			}
-		}
+	f, err := strconv.ParseFloat(metricValue(h.t, h, name), 64)
+	if err != nil {
+		return -1
 	}
-	return -1
+	return f
 }
 
 // TestHistoryWriterReadsTheStream: deliveries of the writer's consumer lost

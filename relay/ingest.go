@@ -29,6 +29,7 @@ type ingestRoutes struct {
 	byPath       map[string]*ingestSource
 	maxBodyBytes int64
 	rules        *rules.Set
+	expect       *rules.Expectations
 }
 
 // newIngestRoutes prepares cfg's sources. Bodies are limited to
@@ -38,6 +39,7 @@ func newIngestRoutes(cfg *Config, storeMax int64) (*ingestRoutes, error) {
 		byPath:       make(map[string]*ingestSource),
 		maxBodyBytes: min(cfg.Server.MaxBodyBytes, storeMax),
 		rules:        cfg.RuleSet,
+		expect:       cfg.ExpectSet,
 	}
 	for name, sc := range cfg.Sources {
 		src := &ingestSource{name: name, tolerance: sc.Tolerance}
@@ -63,6 +65,8 @@ type ingestHandler struct {
 	log      *slog.Logger
 	now      func() time.Time
 	load     *ingestLoad // measures how busy ingest is
+	timers   *timers     // expectation timers; nil: none
+	objects  *objects    // each object's latest state; nil: none
 	draining atomic.Bool
 	reading  atomic.Int64 // requests reading their body now
 }
@@ -136,6 +140,7 @@ func (h *ingestHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.reject(w, src.name, "not_json", http.StatusBadRequest, errorBody("body is not a JSON object"))
 		return
 	}
+	track := h.objects.annotate(r.Context(), env) // stale, previous_status
 	matched := h.route(routes, env, &ev)
 	start := time.Now()
 	dup, err := h.store.Append(r.Context(), ev)
@@ -152,11 +157,18 @@ func (h *ingestHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	h.metrics.IngestStoreLatency.Observe(time.Since(start).Seconds())
+	if err := h.timers.observe(r.Context(), routes.expect, env, ev); err != nil {
+		h.log.Error("expectation timers not updated; the sender will retry", "source", src.name, "msg_id", msgID, "err", err)
+		w.Header().Set("Retry-After", retryAfterSeconds)
+		h.answer(w, src.name, http.StatusServiceUnavailable, errorBody("store unavailable, retry later"))
+		return
+	}
 	status := "accepted"
 	if dup {
 		status = "duplicate"
 		h.log.Info("duplicate event", "source", src.name, "msg_id", msgID, "event", ev.Type)
 	} else {
+		h.objects.record(track)
 		h.metrics.EventsAccepted.WithLabelValues(src.name).Inc()
 		for _, name := range matched {
 			h.metrics.RuleMatches.WithLabelValues(name).Inc()

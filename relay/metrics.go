@@ -30,6 +30,15 @@ type Metrics struct {
 	StoreMaxBytes  prometheus.Gauge
 	HistoryEvents  prometheus.Gauge
 	HistoryEvicted prometheus.Counter
+	// BreakerOpen is 1 while a sink's breaker holds its deliveries back.
+	BreakerOpen *prometheus.GaugeVec
+	// Expectation timers open now (read from the store at each scrape) and
+	// missed events stored.
+	ExpectationsOpen   *prometheus.GaugeVec
+	ExpectationsMissed *prometheus.CounterVec
+	// SlackMessages counts Slack messages by sink and kind (post, reply,
+	// update); sinks count through sinks.Env.Count.
+	SlackMessages *prometheus.CounterVec
 }
 
 // NewMetrics creates and registers every metric listed in docs/reference.md,
@@ -111,12 +120,26 @@ func NewMetrics() *Metrics {
 			Name: "relay_history_evicted_total",
 			Help: "Delivered events that left history before storage.history because the store neared storage.max_bytes.",
 		}),
+		BreakerOpen: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "relay_sink_breaker_open",
+			Help: "1 while the sink's breaker is open (no deliveries but a probe after the cooldown), else 0, by sink.",
+		}, []string{"sink"}),
+		ExpectationsOpen: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "relay_expectations_open",
+			Help: "Expectation timers started and neither settled nor run out yet, by expectation (read from the store at each scrape).",
+		}, []string{"expectation"}),
+		ExpectationsMissed: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "relay_expectations_missed_total",
+			Help: "Expectation timers that ran out, each stored as one relay.expectation_missed event, by expectation.",
+		}, []string{"expectation"}),
+		SlackMessages: newSlackMessages(),
 	}
 	m.Registry.MustRegister(
 		m.IngestRequests, m.IngestRejected, m.EventsAccepted, m.RuleMatches, m.RuleErrors,
 		m.Deliveries, m.DeliveryDuration, m.DeadLetters, m.PendingDeliveries,
 		m.ConfigReloadOK, m.ConfigReloadTime, m.IngestStoreLatency,
-		m.Yielding, m.YieldTotal,
+		m.Yielding, m.YieldTotal, m.BreakerOpen,
+		m.ExpectationsOpen, m.ExpectationsMissed, m.SlackMessages,
 		m.StoreBytes, m.StoreMaxBytes, m.HistoryEvents, m.HistoryEvicted,
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
@@ -148,6 +171,11 @@ func (m *Metrics) initLabels(cfg *Config) {
 		m.PendingDeliveries.WithLabelValues(name)
 		m.Yielding.WithLabelValues(name)
 		m.YieldTotal.WithLabelValues(name)
+		m.BreakerOpen.WithLabelValues(name)
+	}
+	for _, name := range cfg.ExpectSet.Names() {
+		m.ExpectationsOpen.WithLabelValues(name)
+		m.ExpectationsMissed.WithLabelValues(name)
 	}
 }
 

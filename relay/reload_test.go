@@ -230,7 +230,8 @@ func TestRestartWithoutSinkDeadLetters(t *testing.T) {
 }
 
 // TestReloadConcurrency: a sink's concurrency follows every reload, there
-// and back.
+// and back: the attempts its worker runs at a time, and its consumer's
+// MaxAckPending, which leaves room for the deliveries waiting for a retry.
 func TestReloadConcurrency(t *testing.T) {
 	dir := t.TempDir()
 	withConcurrency := func(n int) string {
@@ -248,8 +249,15 @@ func TestReloadConcurrency(t *testing.T) {
 			t.Fatal(err)
 		}
 		info := c.CachedInfo()
-		if got := info.Config.MaxAckPending; got != n {
-			t.Errorf("after reload to %d: consumer MaxAckPending %d", n, got)
+		if got := info.Config.MaxAckPending; got != maxAckPending(n) {
+			t.Errorf("after reload to %d: consumer MaxAckPending %d, want %d", n, got, maxAckPending(n))
+		}
+		w, _ := h.srv.engine.worker("b")
+		w.slots.mu.Lock()
+		limit := w.slots.limit
+		w.slots.mu.Unlock()
+		if limit != n {
+			t.Errorf("after reload to %d: %d attempts at a time", n, limit)
 		}
 	}
 }

@@ -49,6 +49,7 @@ type Server struct {
 	bg     context.CancelFunc
 	bgWG   sync.WaitGroup // background store tasks, ended by bg
 	ingest *ingestHandler
+	timers *timers     // expectation timers
 	load   *ingestLoad // shared by ingest and the delivery workers
 	// stopLoad ends load.run; loadDone is closed when it has.
 	stopLoad context.CancelFunc
@@ -58,6 +59,12 @@ type Server struct {
 	ingestCert, adminCert certSource // re-read on reload
 	ingestLn, adminLn     net.Listener
 	serveErr              chan error
+
+	// shared is the cluster's shared config (cluster mode only); its
+	// watcher runs until stopWatch, then closes watchDone.
+	shared    *sharedConfig
+	stopWatch context.CancelFunc
+	watchDone chan struct{}
 
 	reloadMu sync.Mutex
 	stopOnce sync.Once
@@ -100,13 +107,21 @@ func (s *Server) Start(ctx context.Context) (err error) {
 		return err
 	}
 	useCerts()
-	built, err := buildSinks(cfg, s.opts.Registry)
+	s.store, err = openJetStream(ctx, cfg.Storage, cfg.Server.MaxBodyBytes, s.log)
 	if err != nil {
 		return err
 	}
-	s.store, err = openJetStream(ctx, cfg.Storage, cfg.Server.MaxBodyBytes, s.log)
+	if cfg.Storage.URL != "" {
+		if cfg, err = s.adoptSharedConfig(ctx, cfg); err != nil {
+			return err
+		}
+		if err := Refusals(cfg); err != nil {
+			return err
+		}
+		s.cfg.Store(cfg)
+	}
+	built, err := buildSinks(cfg, s.sinkRegistry())
 	if err != nil {
-		closeSinks(built)
 		return err
 	}
 	if s.histw, err = s.store.startHistoryWriter(ctx, s.load, s.log); err != nil {
@@ -142,6 +157,12 @@ func (s *Server) Start(ctx context.Context) (err error) {
 	}()
 	s.ingest = &ingestHandler{store: s.store, metrics: s.metrics, log: s.log, now: s.opts.Now, load: s.load}
 	s.ingest.routes.Store(routes)
+	if err := s.startTimers(ctx, cfg); err != nil {
+		return err
+	}
+	if err := s.startObjects(ctx, cfg); err != nil {
+		return err
+	}
 
 	if s.adminLn, err = s.listen(cfg.Server.AdminListen, cfg.Server.AdminTLS, &s.adminCert); err != nil {
 		return fmt.Errorf("admin listener: %w", err)
@@ -157,6 +178,19 @@ func (s *Server) Start(ctx context.Context) (err error) {
 	go s.serve(s.adminSrv, s.adminLn)
 	s.metrics.ConfigReloadOK.Set(1)
 	s.metrics.ConfigReloadTime.SetToCurrentTime()
+	if s.shared != nil {
+		watchCtx, stopWatch := context.WithCancel(context.Background())
+		w, err := s.watchShared(watchCtx)
+		if err != nil {
+			stopWatch()
+			return fmt.Errorf("shared config: %w", err)
+		}
+		s.stopWatch, s.watchDone = stopWatch, make(chan struct{})
+		go func() {
+			defer close(s.watchDone)
+			s.watchSharedConfig(watchCtx, w)
+		}()
+	}
 	s.log.Info("relay started", "ingest", s.ingestLn.Addr().String(), "admin", s.adminLn.Addr().String(),
 		"storage", storageDescription(cfg.Storage), "sources", len(cfg.Sources), "sinks", len(cfg.Sinks), "rules", len(cfg.Rules))
 	return nil
@@ -249,8 +283,20 @@ func (s *Server) Config() *Config { return s.cfg.Load() }
 // Reload re-reads the config file. A config that fails validation changes
 // nothing and is reported (and counted in relay_config_last_reload_successful);
 // a valid one replaces sources, rules and sinks at once, without dropping
-// queued or in-flight deliveries.
+// queued or in-flight deliveries. In cluster mode a valid file becomes the
+// cluster's shared config, which every relay applies; Reload returns once
+// this relay has (see sharedconfig.go).
 func (s *Server) Reload(ctx context.Context) error {
+	if s.shared != nil {
+		err := s.reloadShared(ctx)
+		if err != nil {
+			s.metrics.ConfigReloadOK.Set(0)
+			for _, e := range Problems(err) {
+				s.log.Error("config reload failed; keeping the running config", "err", e)
+			}
+		}
+		return err
+	}
 	s.reloadMu.Lock()
 	defer s.reloadMu.Unlock()
 	cfg, err := LoadConfig(s.opts.ConfigPath, LoadOptions{Environ: s.opts.Environ, Registry: s.opts.Registry})
@@ -291,7 +337,7 @@ func (s *Server) apply(ctx context.Context, cfg *Config) error {
 	if err != nil {
 		return err
 	}
-	built, err := buildSinks(cfg, s.opts.Registry)
+	built, err := buildSinks(cfg, s.sinkRegistry())
 	if err != nil {
 		return err
 	}
@@ -327,10 +373,18 @@ func (s *Server) stop(ctx context.Context) error {
 	} else if s.ingestLn != nil {
 		_ = s.ingestLn.Close()
 	}
+	if s.stopWatch != nil {
+		s.stopWatch()
+		<-s.watchDone
+	}
 	if s.stopLoad != nil {
 		// No more webhooks: deliveries need not give way.
 		s.stopLoad()
 		<-s.loadDone
+	}
+	s.timers.stop(ctx)
+	if s.ingest != nil {
+		s.ingest.objects.stop()
 	}
 	if s.engine != nil {
 		gctx, cancel := context.WithTimeout(ctx, cfg.Server.ShutdownGrace)
@@ -360,6 +414,7 @@ func (s *Server) stop(ctx context.Context) error {
 // already built.
 func buildSinks(cfg *Config, reg *sinks.Registry) (map[string]sinks.Sink, error) {
 	built := make(map[string]sinks.Sink, len(cfg.Sinks))
+	reg = withCompile(reg)
 	for _, name := range slices.Sorted(maps.Keys(cfg.Sinks)) {
 		sc := cfg.Sinks[name]
 		t, ok := reg.Lookup(sc.Type)

@@ -18,6 +18,8 @@
 //	msg_id       string          the svix-id header
 //	received_at  time.Time       when the relay accepted the event
 //	payload      map[string]any  the whole decoded body
+//	stale        bool            a later updated_at of the same object was seen
+//	previous_status string       the object's status before this event
 //
 // recording, bot and media always hold id ("" when absent) and metadata
 // ({} when absent). A rule that fails at run time counts as not matched and

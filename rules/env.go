@@ -52,6 +52,13 @@ type Env struct {
 	ReceivedAt time.Time `expr:"received_at"`
 	// Payload is the whole decoded body.
 	Payload map[string]any `expr:"payload"`
+	// Stale is true when the relay already accepted an event for the same
+	// object (object type and id) with a later UpdatedAt. NewEnv leaves it
+	// false: the relay sets it from what it remembers (see docs/reference.md).
+	Stale bool `expr:"stale"`
+	// PreviousStatus is the object's status before this event, "" when the
+	// relay has seen none. NewEnv leaves it "", the relay sets it.
+	PreviousStatus string `expr:"previous_status"`
 }
 
 // ErrNotObject is wrapped by the error NewEnv returns for a body that is

@@ -52,3 +52,38 @@ func TestEnvWithDefaults(t *testing.T) {
 		t.Errorf("set fields changed: %+v", e)
 	}
 }
+
+func TestRegistryWithEnv(t *testing.T) {
+	var got sinks.Env
+	reg := sinks.NewRegistry(sinks.Env{UserAgent: "relay/1"})
+	reg.Register("nop", sinks.Type{New: func(_ string, _ map[string]any, env sinks.Env) (sinks.Sink, error) {
+		got = env
+		return nopSink{}, nil
+	}})
+	counted := 0
+	with := reg.WithEnv(func(e sinks.Env) sinks.Env {
+		e.Count = func(string, ...string) { counted++ }
+		return e
+	})
+	lt, _ := with.Lookup("nop")
+	if _, err := lt.Build("a", nil); err != nil {
+		t.Fatal(err)
+	}
+	if got.UserAgent != "relay/1" || got.Count == nil {
+		t.Fatalf("WithEnv gave %+v", got)
+	}
+	got.Count("x")
+	if counted != 1 {
+		t.Error("the edited Env's Count was not the one given")
+	}
+	lt, _ = reg.Lookup("nop")
+	if _, err := lt.Build("a", nil); err != nil {
+		t.Fatal(err)
+	}
+	if got.Count != nil {
+		t.Error("WithEnv changed the original registry's Env")
+	}
+	if e := (sinks.Env{}).WithDefaults(); e.Count == nil {
+		t.Error("WithDefaults leaves Count nil")
+	}
+}

@@ -77,6 +77,13 @@ func (r *Registry) Lookup(name string) (Type, bool) {
 	return t, ok
 }
 
+// WithEnv returns a Registry holding the same types whose sinks are built
+// with the Env edit makes of r's. The relay uses it to hand sinks what exists
+// only once it runs (its state store, its metrics). r is not changed.
+func (r *Registry) WithEnv(edit func(Env) Env) *Registry {
+	return &Registry{types: r.types, env: edit(r.env)}
+}
+
 // Names lists the registered types, sorted.
 func (r *Registry) Names() []string {
 	names := make([]string, 0, len(r.types))

@@ -24,7 +24,10 @@ type Sink interface {
 }
 
 // Previewer is implemented by sinks that can show, without sending anything,
-// what Send would send for d. `relay test` uses it.
+// what Send would send for d. `relay test` uses it. A sink whose messages
+// depend on earlier events (a Slack thread or group) previews a sequence:
+// each call shows d as following the deliveries previewed before it on the
+// same sink, which keeps that memory in process only.
 type Previewer interface {
 	Preview(d Delivery) (Preview, error)
 }
@@ -39,6 +42,9 @@ type Preview struct {
 	Headers map[string]string `json:"headers,omitempty"`
 	// Body is the payload exactly as it would be sent.
 	Body string `json:"body"`
+	// Then lists the further requests the same delivery makes, in order
+	// (a Slack thread reply's update of the thread's parent).
+	Then []Preview `json:"then,omitempty"`
 }
 
 // Delivery is one event on its way to one sink.

@@ -10,7 +10,10 @@
 //
 // In receive mode (--receive ADDR) it stands in for a sink endpoint: it
 // answers every POST with 200, records the latency since each body's
-// "received_at" and reports it when it stops (see receive.go).
+// "received_at" and reports it when it stops (see receive.go). For fault
+// runs it can play a destination that is down until a file exists
+// (--down-until) and count Idempotency-Key values and repeats
+// (--count-keys).
 //
 // Exit codes: 0 when the run completed (non-2xx statuses are reported, not
 // fatal, unless --fail-on-error is given), 1 on a fatal error or when
@@ -55,6 +58,8 @@ type config struct {
 	floorFsync   string
 	floorMaxBody int64
 	receiveAddr  string
+	downUntil    string
+	countKeys    bool
 }
 
 // stringsFlag is a repeatable string flag.
@@ -100,8 +105,10 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs.StringVar(&cfg.floorFsync, "floor-fsync", "", "floor server: append each accepted body to this file with one fsync per request")
 	fs.Int64Var(&cfg.floorMaxBody, "floor-max-body", 1<<20, "floor server: maximum request body in bytes")
 	fs.StringVar(&cfg.receiveAddr, "receive", "", "run a sink endpoint on this address (e.g. 127.0.0.1:0) recording now - received_at of each POSTed body, until --requests POSTs, --duration or a signal")
+	fs.StringVar(&cfg.downUntil, "down-until", "", "receive mode: answer every POST 503 until this file exists")
+	fs.BoolVar(&cfg.countKeys, "count-keys", false, "receive mode: count distinct Idempotency-Key values and repeats")
 	fs.Usage = func() {
-		fmt.Fprintf(fs.Output(), "usage:\n  relay-load --url URL --secret whsec_... [--events PATH]... (--requests N | --duration D) [--concurrency N] [--rate R] [--json] [--ids-out FILE] [--fail-on-error]\n  relay-load --floor ADDR --secret whsec_... [--floor-fsync FILE]\n  relay-load --receive ADDR [--requests N] [--duration D] [--json]\n\nflags:\n")
+		fmt.Fprintf(fs.Output(), "usage:\n  relay-load --url URL --secret whsec_... [--events PATH]... (--requests N | --duration D) [--concurrency N] [--rate R] [--json] [--ids-out FILE] [--fail-on-error]\n  relay-load --floor ADDR --secret whsec_... [--floor-fsync FILE]\n  relay-load --receive ADDR [--requests N] [--duration D] [--down-until FILE] [--count-keys] [--json]\n\nflags:\n")
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
@@ -110,6 +117,9 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	cfg.events = events
 	if fs.NArg() > 0 {
 		return cfg, usageErrorf("unexpected arguments %q", fs.Args())
+	}
+	if (cfg.downUntil != "" || cfg.countKeys) && cfg.receiveAddr == "" {
+		return cfg, usageErrorf("--down-until and --count-keys require --receive")
 	}
 	if cfg.receiveAddr != "" {
 		if cfg.floorAddr != "" || cfg.url != "" {

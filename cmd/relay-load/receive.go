@@ -10,9 +10,11 @@ import (
 	"math"
 	"net"
 	"net/http"
+	"os"
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -27,6 +29,11 @@ import (
 // that is the end-to-end latency from the relay accepting an event to its
 // delivery. GET /stats answers the counts so far (for scripts waiting for
 // deliveries to drain).
+//
+// For fault runs: with --down-until FILE it answers every POST 503 (no
+// Retry-After) until FILE exists, counting them as refused; with
+// --count-keys it counts the distinct Idempotency-Key values of the POSTs
+// it answered 200 and the repeats.
 
 // maxReceiveBody bounds how much of a request body is read.
 const maxReceiveBody = 1 << 20
@@ -35,6 +42,10 @@ const maxReceiveBody = 1 << 20
 type receiver struct {
 	now    func() time.Time
 	target int64 // stop after this many POSTs (0 = no limit)
+	// downUntil, when set, is a file whose absence makes every POST a 503.
+	downUntil string
+	countKeys bool
+	up        atomic.Bool // downUntil has been seen to exist
 
 	mu        sync.Mutex
 	received  int64 // POSTs answered 200
@@ -43,6 +54,9 @@ type receiver struct {
 	latencies []time.Duration
 	first     time.Time
 	last      time.Time
+	refused   int64               // POSTs answered 503 while down
+	keys      map[string]struct{} // Idempotency-Key values answered 200 (countKeys)
+	repeats   int64               // POSTs answered 200 whose key was already seen
 
 	full     chan struct{} // closed when received reaches target
 	fullOnce sync.Once
@@ -52,7 +66,20 @@ func newReceiver(target int64, now func() time.Time) *receiver {
 	if now == nil {
 		now = time.Now
 	}
-	return &receiver{now: now, target: target, full: make(chan struct{})}
+	return &receiver{now: now, target: target, full: make(chan struct{}), keys: make(map[string]struct{})}
+}
+
+// down reports whether POSTs are refused now: a --down-until file that
+// does not exist yet. Once it has been seen, the receiver stays up.
+func (rc *receiver) down() bool {
+	if rc.downUntil == "" || rc.up.Load() {
+		return false
+	}
+	if _, err := os.Stat(rc.downUntil); err == nil {
+		rc.up.Store(true)
+		return false
+	}
+	return true
 }
 
 // receiveStats is the GET /stats answer.
@@ -61,12 +88,18 @@ type receiveStats struct {
 	Measured int64 `json:"measured"`
 	Missing  int64 `json:"missing_received_at"`
 	Invalid  int64 `json:"invalid_received_at"`
+	Refused  int64 `json:"refused"`
+	Keys     int64 `json:"unique_keys"`
+	Repeats  int64 `json:"duplicate_keys"`
 }
 
 func (rc *receiver) stats() receiveStats {
 	rc.mu.Lock()
 	defer rc.mu.Unlock()
-	return receiveStats{Received: rc.received, Measured: int64(len(rc.latencies)), Missing: rc.missing, Invalid: rc.invalid}
+	return receiveStats{
+		Received: rc.received, Measured: int64(len(rc.latencies)), Missing: rc.missing, Invalid: rc.invalid,
+		Refused: rc.refused, Keys: int64(len(rc.keys)), Repeats: rc.repeats,
+	}
 }
 
 // ServeHTTP implements http.Handler.
@@ -87,9 +120,23 @@ func (rc *receiver) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		writeJSONResponse(w, http.StatusBadRequest, map[string]string{"error": "read body"})
 		return
 	}
+	if rc.down() {
+		rc.mu.Lock()
+		rc.refused++
+		rc.mu.Unlock()
+		writeJSONResponse(w, http.StatusServiceUnavailable, map[string]string{"error": "down"})
+		return
+	}
 	lat, state := receivedLatency(body, arrived)
 
 	rc.mu.Lock()
+	if key := r.Header.Get("Idempotency-Key"); rc.countKeys && key != "" {
+		if _, seen := rc.keys[key]; seen {
+			rc.repeats++
+		} else {
+			rc.keys[key] = struct{}{}
+		}
+	}
 	rc.received++
 	if rc.first.IsZero() {
 		rc.first = arrived
@@ -160,6 +207,10 @@ type receiveReport struct {
 	Throughput    float64       `json:"throughput_rps"`
 	Latency       latencyReport `json:"latency"`
 	Interrupted   bool          `json:"interrupted,omitempty"`
+	// Refused, Keys and Repeats: see receiveStats (fault runs).
+	Refused int64 `json:"refused,omitempty"`
+	Keys    int64 `json:"unique_keys,omitempty"`
+	Repeats int64 `json:"duplicate_keys,omitempty"`
 }
 
 // summarizeLatencies turns sorted latencies into a latencyReport.
@@ -193,6 +244,9 @@ func (rc *receiver) report(addr string, wall time.Duration, interrupted bool) re
 		Invalid:     rc.invalid,
 		WallSeconds: math.Round(wall.Seconds()*1e6) / 1e6,
 		Interrupted: interrupted,
+		Refused:     rc.refused,
+		Keys:        int64(len(rc.keys)),
+		Repeats:     rc.repeats,
 	}
 	active := rc.last.Sub(rc.first)
 	rc.mu.Unlock()
@@ -217,6 +271,9 @@ func (r receiveReport) writeText(w io.Writer) error {
 	fmt.Fprintf(&b, "throughput:  %.1f req/s\n", r.Throughput)
 	fmt.Fprintf(&b, "latency:     p50=%.3fms p90=%.3fms p99=%.3fms max=%.3fms mean=%.3fms (n=%d, now - received_at)\n",
 		r.Latency.P50, r.Latency.P90, r.Latency.P99, r.Latency.Max, r.Latency.Mean, r.Latency.Count)
+	if r.Refused > 0 || r.Keys > 0 {
+		fmt.Fprintf(&b, "faults:      %d refused (503 while down), %d distinct Idempotency-Key, %d repeated\n", r.Refused, r.Keys, r.Repeats)
+	}
 	if r.Interrupted {
 		fmt.Fprintf(&b, "interrupted: stopped early by signal\n")
 	}
@@ -233,14 +290,15 @@ type receiveServer struct {
 	start time.Time
 }
 
-// startReceive listens on addr and serves a receiver that stops counting
-// toward target (0: no limit) in the background.
-func startReceive(addr string, target int64) (*receiveServer, error) {
+// startReceive listens on addr and serves, in the background, a receiver
+// configured by cfg (see receiver).
+func startReceive(addr string, cfg config) (*receiveServer, error) {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("listen: %w", err)
 	}
-	rc := newReceiver(target, nil)
+	rc := newReceiver(cfg.requests, nil)
+	rc.downUntil, rc.countKeys = cfg.downUntil, cfg.countKeys
 	rs := &receiveServer{
 		ln:    ln,
 		rc:    rc,
@@ -275,7 +333,7 @@ func (rs *receiveServer) Shutdown(ctx context.Context) error {
 // first line of stdout, until --requests POSTs were received, --duration
 // passed or ctx is done; then it prints the report.
 func runReceive(ctx, abort context.Context, cfg config, stdout io.Writer) error {
-	rs, err := startReceive(cfg.receiveAddr, cfg.requests)
+	rs, err := startReceive(cfg.receiveAddr, cfg)
 	if err != nil {
 		return err
 	}

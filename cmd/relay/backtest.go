@@ -32,7 +32,7 @@ func backtestCommand() *cobra.Command {
 		if candidate == "" {
 			return usageErr("backtest: -c CANDIDATE.yaml is required")
 		}
-		cfg, err := relay.LoadConfig(candidate, relay.LoadOptions{Registry: registry()})
+		cfg, err := relay.LoadConfig(candidate, relay.LoadOptions{Registry: registry(nil)})
 		if err != nil {
 			for _, p := range relay.Problems(err) {
 				fmt.Fprintf(cmd.ErrOrStderr(), "%s: %v\n", candidate, p)

@@ -6,11 +6,13 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -245,4 +247,136 @@ rules:
 		resp.Body.Close()
 		return resp.StatusCode == http.StatusOK
 	})
+}
+
+// duplicates counts the ids seen more than once and the extra copies.
+func (s *idSet) duplicates() (ids, extra int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, n := range s.ids {
+		if n > 1 {
+			ids++
+			extra += n - 1
+		}
+	}
+	return ids, extra
+}
+
+// TestClusterFaultUnderLoad is the scale-out fault test with real
+// processes: three nats-server processes, two relays on one config, signed
+// load spread over both; mid-load one relay and one NATS node are killed
+// with SIGKILL, later both are restarted. Every acknowledged event must
+// reach the HTTP receiver and a file sink; duplicates only as at-least-once
+// allows (counted by Idempotency-Key). It prints its figures.
+func TestClusterFaultUnderLoad(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs a 3-process NATS cluster and two relays")
+	}
+	const secret = "whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD"
+	began := time.Now()
+	nodes := startNATSCluster(t, 3)
+	received := &idSet{}
+	receiver := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		received.add(r.Header.Get("Idempotency-Key"))
+	}))
+	defer receiver.Close()
+	config := fmt.Sprintf(`
+storage:
+  url: %s
+  replicas: 3
+  ack_wait: 2s
+sources:
+  recall:
+    secrets: [%s]
+sinks:
+  api:
+    type: http
+    url: %s/events
+    concurrency: 16
+  archive:
+    type: file
+    path: ./archive.jsonl
+    concurrency: 16
+retry:
+  initial_interval: 50ms
+  max_interval: 1s
+rules:
+  - name: everything
+    when: "true"
+    sinks: [api, archive]
+`, clusterURL(nodes), secret, receiver.URL)
+	dirs := []string{t.TempDir(), t.TempDir()}
+	for _, d := range dirs {
+		if err := os.WriteFile(filepath.Join(d, "relay.yaml"), []byte(config), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	events, _ := filepath.Abs("../../configs/examples/events")
+	load := func(p *relayProcess, args ...string) (*exec.Cmd, string) {
+		ids := filepath.Join(t.TempDir(), "ids.txt")
+		cmd := exec.Command(binary(t, "relay-load"), append([]string{
+			"--url", "http://" + p.ingest + "/webhooks/recall", "--secret", secret,
+			"--events", events, "--concurrency", "16", "--timeout", "5s", "--ids-out", ids}, args...)...)
+		cmd.Stdout, cmd.Stderr = &lockedBuffer{}, &lockedBuffer{}
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		return cmd, ids
+	}
+	// Both relays start at the same moment on the fresh cluster.
+	starting := time.Now()
+	relays := startRelays(t, "relay.yaml", dirs...)
+	t.Logf("two relays started together, ready in %s", time.Since(starting).Round(time.Millisecond))
+	if took := time.Since(starting); took > 20*time.Second {
+		t.Errorf("two relays took %s to start together, want seconds", took)
+	}
+	genA, idsA := load(relays[0], "--rate", "250", "--duration", "12s")
+	genB, idsB := load(relays[1], "--rate", "250", "--duration", "12s")
+
+	eventually(t, 60*time.Second, "1,000 deliveries before the kills", func() bool { return received.len() >= 1000 })
+	victim := nodes[1]
+	relays[0].kill()
+	victim.kill9()
+	atKill := received.len()
+	t.Logf("killed relay 1 and NATS %s with SIGKILL after %d deliveries", victim.name, atKill)
+	eventually(t, 60*time.Second, "deliveries going on through the other relay", func() bool { return received.len() >= atKill+500 })
+	// Relay 1 restarts while the NATS node is still down, then the node.
+	restarting := time.Now()
+	relays[0] = startRelay(t, dirs[0], "relay.yaml")
+	t.Logf("relay 1 restarted with NATS %s down, ready in %s", victim.name, time.Since(restarting).Round(time.Millisecond))
+	victim.start(t, natsServerBinary(t))
+	genA2, idsA2 := load(relays[0], "--requests", "1000")
+	for _, g := range []*exec.Cmd{genA, genB, genA2} {
+		_ = g.Wait() // requests to the killed relay fail: only 2xx ids are counted
+	}
+	var acked []string
+	for _, f := range []string{idsA, idsB, idsA2} {
+		acked = append(acked, readLines(t, f)...)
+	}
+	if len(acked) < 2000 {
+		t.Fatalf("only %d events acknowledged; the test wants at least 2,000", len(acked))
+	}
+	var missHTTP, missFile []string
+	if !poll(90*time.Second, func() bool {
+		files := &idSet{}
+		for _, d := range dirs {
+			for _, id := range fileIDs(filepath.Join(d, "archive.jsonl")).list() {
+				files.add(id)
+			}
+		}
+		missHTTP, missFile = received.missing(acked), files.missing(acked)
+		return len(missHTTP) == 0 && len(missFile) == 0
+	}) {
+		t.Fatalf("%d of %d acknowledged events never reached the HTTP receiver (e.g. %v), %d never reached a file sink (e.g. %v)\nrelay 1:\n%s\nrelay 2:\n%s",
+			len(missHTTP), len(acked), first(missHTTP), len(missFile), first(missFile),
+			tail(relays[0].logs.String(), 2000), tail(relays[1].logs.String(), 2000))
+	}
+	dupIDs, extra := received.duplicates()
+	t.Logf("figures: %d events acknowledged over two relays, all delivered to the HTTP receiver and the file sinks; %d distinct ids at the receiver, %d of them more than once (%d extra copies, at least once); %s in all",
+		len(acked), received.len(), dupIDs, extra, time.Since(began).Round(time.Second))
+	for _, p := range relays {
+		if code := p.stop(syscall.SIGTERM, 30*time.Second); code != 0 {
+			t.Errorf("exit after SIGTERM: %d", code)
+		}
+	}
 }

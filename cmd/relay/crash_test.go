@@ -49,6 +49,17 @@ func (s *idSet) missing(want []string) []string {
 	return out
 }
 
+// list returns the ids in the set.
+func (s *idSet) list() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make([]string, 0, len(s.ids))
+	for id := range s.ids {
+		out = append(out, id)
+	}
+	return out
+}
+
 func readLines(t *testing.T, path string) []string {
 	t.Helper()
 	b, err := os.ReadFile(path)

@@ -51,11 +51,11 @@ rules:
     when: "true"
     sinks: [api]
 `, dir, secret, receiver.URL)), 0o600)
-	cfg, err := relay.LoadConfig(config, relay.LoadOptions{Registry: registry()})
+	cfg, err := relay.LoadConfig(config, relay.LoadOptions{Registry: registry(nil)})
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := relay.New(cfg, relay.Options{Registry: registry(), ConfigPath: config})
+	srv := relay.New(cfg, relay.Options{Registry: registry(nil), ConfigPath: config})
 	if err := srv.Start(t.Context()); err != nil {
 		t.Fatal(err)
 	}

@@ -27,10 +27,10 @@ var (
 )
 
 // registry has every built-in sink type, whose sinks send the binary's
-// version as their User-Agent.
-func registry() *sinks.Registry {
+// version as their User-Agent and log to log (nil: nowhere).
+func registry(log *slog.Logger) *sinks.Registry {
 	v, _ := buildVersion()
-	return builtin.Registry(sinks.Env{UserAgent: "relay/" + v})
+	return builtin.Registry(sinks.Env{UserAgent: "relay/" + v, Logger: log})
 }
 
 // exitError carries a process exit code: 1 the command's work failed, 2 usage.

@@ -47,7 +47,7 @@ rules:
 		{name: "quick-start config", args: []string{"check", "-c", "../../configs/relay.yaml"}, wantCode: 0,
 			wantOut: []string{"../../configs/relay.yaml: ok (1 sources, 2 sinks, 3 rules)"}},
 		{name: "full example", args: []string{"check", "-c", "../../configs/examples/relay.yaml"}, wantCode: 0,
-			wantOut: []string{"../../configs/examples/relay.yaml: ok (1 sources, 3 sinks, 3 rules)"}},
+			wantOut: []string{"../../configs/examples/relay.yaml: ok (1 sources, 3 sinks, 4 rules, 2 expectations)"}},
 		{name: "every problem with its path", args: []string{"check", "-c", bad}, wantCode: 1,
 			wantOut: []string{
 				"sources.recall.secrets[0]: empty secret",
@@ -147,5 +147,19 @@ func TestServeRefusesUnsafeConfig(t *testing.T) {
 		if !strings.Contains(string(out), want) {
 			t.Errorf("output does not name %q:\n%s", want, out)
 		}
+	}
+}
+
+// TestClusterExampleChecks: the cluster example's shared config is valid
+// and serve would run it (its secrets set as compose and Kubernetes do).
+func TestClusterExampleChecks(t *testing.T) {
+	t.Setenv("NATS_URL", "nats://n1:4222,nats://n2:4222,nats://n3:4222")
+	t.Setenv("RECALL_WEBHOOK_SECRET", "whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD")
+	t.Setenv("RELAY_ADMIN_TOKEN", "an-admin-token")
+	t.Setenv("INTERNAL_API_URL", "https://internal.example/api/recall-events")
+	t.Setenv("INTERNAL_API_TOKEN", "t")
+	code, stdout, stderr := runCLI(t, "check", "-c", "../../configs/examples/cluster/relay.yaml")
+	if code != 0 || stderr != "" {
+		t.Fatalf("exit %d\nstdout: %s\nstderr: %s", code, stdout, stderr)
 	}
 }

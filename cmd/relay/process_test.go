@@ -81,6 +81,31 @@ func startRelay(t *testing.T, dir, config string, env ...string) *relayProcess {
 // startRelayCmd starts cmd (a `relay serve`) as startRelay does.
 func startRelayCmd(t *testing.T, cmd *exec.Cmd, dir string, env ...string) *relayProcess {
 	t.Helper()
+	p, started := launchRelay(t, cmd, dir, env...)
+	p.awaitStart(started)
+	return p
+}
+
+// startRelays starts `relay serve -c config` in each of dirs at the same
+// moment and waits until every one has started.
+func startRelays(t *testing.T, config string, dirs ...string) []*relayProcess {
+	t.Helper()
+	ps := make([]*relayProcess, len(dirs))
+	chans := make([]<-chan map[string]any, len(dirs))
+	for i, dir := range dirs {
+		cmd := exec.Command(binary(t, "relay"), "serve", "-c", config, "--log-level", "info")
+		ps[i], chans[i] = launchRelay(t, cmd, dir)
+	}
+	for i, p := range ps {
+		p.awaitStart(chans[i])
+	}
+	return ps
+}
+
+// launchRelay starts cmd in dir with both listeners on free loopback ports;
+// the channel receives its "relay started" log line.
+func launchRelay(t *testing.T, cmd *exec.Cmd, dir string, env ...string) (*relayProcess, <-chan map[string]any) {
+	t.Helper()
 	cmd.Dir = dir
 	cmd.Env = append(os.Environ(),
 		"RELAY_SERVER__LISTEN=127.0.0.1:0",
@@ -96,7 +121,11 @@ func startRelayCmd(t *testing.T, cmd *exec.Cmd, dir string, env ...string) *rela
 		t.Fatal(err)
 	}
 	started := make(chan map[string]any, 1)
+	// Wait closes the pipe once the process has exited: only after every
+	// line is read, or the last ones (the clean-stop line) can be lost.
+	read := make(chan struct{})
 	go func() {
+		defer close(read)
 		sc := bufio.NewScanner(stderr)
 		sc.Buffer(make([]byte, 1<<20), 1<<20)
 		for sc.Scan() {
@@ -109,23 +138,32 @@ func startRelayCmd(t *testing.T, cmd *exec.Cmd, dir string, env ...string) *rela
 		}
 		_, _ = io.Copy(io.Discard, stderr)
 	}()
-	go func() { p.done <- cmd.Wait() }()
+	go func() {
+		<-read
+		p.done <- cmd.Wait()
+	}()
 	t.Cleanup(func() {
 		if cmd.ProcessState == nil {
 			_ = cmd.Process.Kill()
 			<-p.done
 		}
 	})
+	return p, started
+}
+
+// awaitStart waits for the relay's "relay started" line, failing the test
+// if it exits first or takes over a minute.
+func (p *relayProcess) awaitStart(started <-chan map[string]any) {
+	p.t.Helper()
 	select {
 	case rec := <-started:
 		p.ingest, _ = rec["ingest"].(string)
 		p.admin, _ = rec["admin"].(string)
 	case err := <-p.done:
-		t.Fatalf("relay exited before starting: %v\n%s", err, p.logs)
+		p.t.Fatalf("relay exited before starting: %v\n%s", err, p.logs)
 	case <-time.After(60 * time.Second):
-		t.Fatalf("relay did not start within 60s\n%s", p.logs)
+		p.t.Fatalf("relay did not start within 60s\n%s", p.logs)
 	}
-	return p
 }
 
 // stop sends sig and returns the exit code, failing after timeout.

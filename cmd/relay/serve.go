@@ -38,7 +38,7 @@ func serveCommand() *cobra.Command {
 			if configPath == "" {
 				configPath = defaultConfigPath()
 			}
-			reg := registry()
+			reg := registry(log)
 			cfg, err := relay.LoadConfig(configPath, relay.LoadOptions{Registry: reg})
 			if err != nil {
 				printProblems(cmd.ErrOrStderr(), err)
@@ -157,12 +157,19 @@ func checkCommand() *cobra.Command {
 			if configPath == "" {
 				configPath = defaultConfigPath()
 			}
-			cfg, err := relay.LoadConfig(configPath, relay.LoadOptions{Registry: registry()})
+			cfg, err := relay.LoadConfig(configPath, relay.LoadOptions{Registry: registry(nil)})
 			if err != nil {
 				printProblems(cmd.OutOrStdout(), err)
 				return errFailed
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "%s: ok (%d sources, %d sinks, %d rules)\n", configPath, len(cfg.Sources), len(cfg.Sinks), len(cfg.Rules))
+			counts := fmt.Sprintf("%d sources, %d sinks, %d rules", len(cfg.Sources), len(cfg.Sinks), len(cfg.Rules))
+			if n := len(cfg.Expectations); n > 0 {
+				counts += fmt.Sprintf(", %d expectations", n)
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "%s: ok (%s)\n", configPath, counts)
+			for _, w := range relay.ExpectationWarnings(cfg) {
+				fmt.Fprintln(cmd.ErrOrStderr(), "warning:", w)
+			}
 			// Valid, but relay serve would refuse to expose it like this:
 			// say so now, not at deploy time.
 			for _, e := range relay.Problems(relay.Refusals(cfg)) {

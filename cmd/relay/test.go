@@ -58,7 +58,7 @@ Dry runs use a fixed message id (` + relay.DryRunMsgID + `) and receive time
 				configPath = defaultConfigPath()
 			}
 
-			reg := registry()
+			reg := registry(nil)
 			cfg, err := relay.LoadConfig(configPath, relay.LoadOptions{Registry: reg})
 			if err != nil {
 				printProblems(cmd.ErrOrStderr(), err)
@@ -218,6 +218,9 @@ func renderPreview(p sinks.Preview) string {
 		}
 	}
 	b.WriteString(body)
+	for _, then := range p.Then {
+		b.WriteString("\n\n" + renderPreview(then))
+	}
 	return b.String()
 }
 

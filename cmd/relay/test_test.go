@@ -167,11 +167,11 @@ func TestTestExitCodes(t *testing.T) {
 		},
 		{
 			name: "passing cases", args: []string{"-c", exampleConfig, "--cases", "../../configs/examples/rules_test.yaml"}, wantCode: 0,
-			wantOut: []string{"14 passed, 0 failed\n"},
+			wantOut: []string{"19 passed, 0 failed\n"},
 		},
 		{
 			name: "passing cases as json", args: []string{"-c", exampleConfig, "--json", "--cases", "../../configs/examples/rules_test.yaml"}, wantCode: 0,
-			wantOut: []string{"\"passed\": 14,\n  \"failed\": 0\n}\n"},
+			wantOut: []string{"\"passed\": 19,\n  \"failed\": 0\n}\n"},
 		},
 		{
 			name: "failing case", args: []string{"-c", exampleConfig, "--cases", "testdata/cases_fail.yaml"}, wantCode: 1,

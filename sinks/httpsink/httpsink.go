@@ -87,6 +87,7 @@ type Sink struct {
 	isJSON  bool // the body is sent as JSON: check what tmpl renders
 	signer  *svix.Webhook
 	client  *http.Client
+	timeout time.Duration // client.Timeout: the bound on one attempt
 
 	userAgent string
 	now       func() time.Time
@@ -179,6 +180,7 @@ func New(name string, options map[string]any, env sinks.Env) (sinks.Sink, error)
 	// The default keeps 2 idle connections per host: a sink with a higher
 	// concurrency would dial for most deliveries.
 	tr.MaxIdleConnsPerHost = 64
+	s.timeout = o.Timeout
 	s.client = &http.Client{
 		Timeout: o.Timeout,
 		CheckRedirect: func(*http.Request, []*http.Request) error {
@@ -200,28 +202,34 @@ var reserved = map[string]bool{
 }
 
 // Send makes one request for d. See the package documentation for how the
-// response is classified.
+// response is classified. The whole attempt, the response body included,
+// takes at most the sink's timeout, and at most MaxResponseBody bytes of
+// the body are read: a destination that never answers, answers a byte at
+// a time or sends a huge body costs one slot for one timeout at most.
 func (s *Sink) Send(ctx context.Context, d sinks.Delivery) error {
-	req, err := s.request(ctx, d, s.now())
+	att := &sinks.HTTPAttempt{Method: s.method, Target: s.safeURL, Timeout: s.timeout}
+	req, err := s.request(att.Context(ctx), d, s.now())
 	if err != nil {
 		return err
 	}
 	resp, err := s.client.Do(req)
 	if err != nil {
-		return sinks.Redact(sinks.TransportError(s.method, s.safeURL, err), s.secrets...)
+		return sinks.Redact(att.RequestError(ctx, err), s.secrets...)
 	}
 	defer resp.Body.Close()
-	body := ""
-	if resp.StatusCode < 200 || resp.StatusCode > 299 {
-		body = sinks.ReadErrorBody(resp.Body)
+	if resp.StatusCode >= 200 && resp.StatusCode <= 299 {
+		// Delivered, whatever the rest of the body does; drain a little
+		// so the connection can be reused.
+		_ = sinks.DrainResponse(resp.Body)
+		return nil
 	}
-	// Drain a little so the connection can be reused.
-	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
+	body, readErr := sinks.ReadResponseText(resp.Body)
+	if readErr == nil {
+		readErr = sinks.DrainResponse(resp.Body)
+	}
 	err = sinks.ClassifyStatus(resp.StatusCode, resp.Status, resp.Header, body, s.now())
-	if err != nil {
-		return sinks.Redact(fmt.Errorf("%s %s: %w", strings.ToLower(s.method), s.safeURL, err), s.secrets...)
-	}
-	return nil
+	err = att.ReadFailed(ctx, fmt.Errorf("%s %s: %w", strings.ToLower(s.method), s.safeURL, err), readErr)
+	return sinks.Redact(err, s.secrets...)
 }
 
 // request builds the request for d as of now.

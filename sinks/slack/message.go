@@ -27,9 +27,12 @@ const (
 	maxPayloadQuote  = 2500
 )
 
-// buildMessage is the default Block Kit alert for d:
+// buildMessage is the default Block Kit alert for d, laid out for a phone:
+// everything that matters is above Slack's "show more" fold.
 //
-//   - a header with the event ("Webhook event" when the body has none);
+//   - a header saying what failed and for whom, the event with its
+//     sub-code (else code) and the bot (else recording, else media) id
+//     ("Webhook event" when the body has none);
 //   - a section whose fields are the sub-code and its reason (else the
 //     code), the bot, recording and media ids that are set, and updated_at;
 //   - a section per object (bot, recording, media) with non-empty metadata;
@@ -61,8 +64,28 @@ func buildMessage(d sinks.Delivery) payload {
 			title += " from " + d.Source
 		}
 	}
+	// The first line, on a phone too, says what failed and for whom.
+	what, whom := title, ""
+	switch {
+	case subCode != "":
+		what += ": " + subCode
+	case code != "":
+		what += ": " + code
+	}
+	switch {
+	case bot.id != "":
+		whom = "bot " + bot.id
+	case recording.id != "":
+		whom = "recording " + recording.id
+	case media.id != "":
+		whom = strings.ToLower(mediaLabel(object)) + " " + media.id
+	}
+	header := what
+	if whom != "" {
+		header += " — " + whom
+	}
 	blocks := []goslack.Block{
-		goslack.NewHeaderBlock(goslack.NewTextBlockObject(goslack.PlainTextType, truncate(oneLine(title), maxHeader), true, false)),
+		goslack.NewHeaderBlock(goslack.NewTextBlockObject(goslack.PlainTextType, truncate(oneLine(header), maxHeader), true, false)),
 	}
 
 	var fields []*goslack.TextBlockObject
@@ -140,20 +163,10 @@ func buildMessage(d sinks.Delivery) payload {
 	}
 
 	// The fallback text shows in notifications and where blocks cannot.
-	text := escape(title)
+	text := escape(what)
 	switch {
-	case subCode != "":
-		text += ": " + escape(subCode)
-	case code != "":
-		text += ": " + escape(code)
-	}
-	switch {
-	case bot.id != "":
-		text += " — bot " + escape(bot.id)
-	case recording.id != "":
-		text += " — recording " + escape(recording.id)
-	case media.id != "":
-		text += " — " + escape(strings.ToLower(mediaLabel(object))) + " " + escape(media.id)
+	case whom != "":
+		text += " — " + escape(whom)
 	case len(fields) == 0 && d.MsgID != "":
 		text += " (" + escape(d.MsgID) + ")"
 	}

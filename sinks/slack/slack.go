@@ -8,8 +8,14 @@
 // message id, source and rules. A template option replaces it with plain
 // text. Event data is escaped for mrkdwn in both, so that it cannot ping a
 // channel, mention someone or make a link. Sends are paced
-// by a token bucket (rate, default one message a second): Send waits its
-// turn, which is pacing, not retrying.
+// by a token bucket (rate, default one message a second) shared by every
+// sink of the process on one channel and credential (pace.go): Send waits
+// its turn, which is pacing, not retrying.
+//
+// In Web API mode, thread_by keeps one thread per key whose parent shows
+// the latest state of the key's objects (thread.go), and group_by folds a
+// burst into one message updated in place (group.go); both keep their
+// state in the relay's sinks.State.
 //
 // One Send is one request; redirects are not followed and slack-go's own
 // retries stay off (they are off by default in slack-go v0.35.0). Errors are
@@ -25,14 +31,13 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
+	"log/slog"
 	"net/http"
 	"net/url"
 	"strings"
 	"time"
 
 	goslack "github.com/slack-go/slack"
-	"golang.org/x/time/rate"
 
 	"github.com/relay-dev/relay/sinks"
 )
@@ -69,6 +74,21 @@ type Options struct {
 	Rate string `yaml:"rate"`
 	// Timeout bounds one request; default 10s.
 	Timeout time.Duration `yaml:"timeout"`
+	// ThreadBy, Web API mode only, is an expression over the rule
+	// environment giving a string key (e.g. recording.id): events of one
+	// key share one thread whose parent message shows the latest state of
+	// each of the key's objects (see thread.go). An empty key posts a
+	// message of its own.
+	ThreadBy string `yaml:"thread_by"`
+	// GroupBy, Web API mode only and not with ThreadBy, lists expressions
+	// whose values group a burst of events into one message.
+	GroupBy []string `yaml:"group_by"`
+	// GroupWait is how long a new group collects members before its
+	// message is posted; default 30s.
+	GroupWait time.Duration `yaml:"group_wait"`
+	// GroupInterval is the least time between two updates of a group's
+	// message; default 5m.
+	GroupInterval time.Duration `yaml:"group_interval"`
 }
 
 // Sink is a Slack sink. Safe for concurrent use.
@@ -85,20 +105,35 @@ type Sink struct {
 	endpoint string // api_url + "chat.postMessage", for messages
 
 	tmpl    *sinks.Template
-	limiter *rate.Limiter // nil: no pacing
+	sim     *previewSim // what Preview showed so far
+	pacer   *pacer      // shared by the sinks of one channel and credential
 	client  *http.Client
+	timeout time.Duration // client.Timeout: the bound on one request
 
+	// thread_by: the key of an event's thread, and the relay's state.
+	threadBy  func(data map[string]any) (string, error)
+	openState func(ctx context.Context) (sinks.State, error)
+
+	// group_by: the group's values, its timing, and the flusher that
+	// posts groups (running only when the relay gives a state).
+	groupBy                  []func(data map[string]any) (string, error)
+	groupWait, groupInterval time.Duration
+	flush                    *flusher
+
+	name      string
 	userAgent string // sent with webhook posts
 	now       func() time.Time
+	log       *slog.Logger
+	count     func(metric string, labels ...string)
 }
 
 // New builds a Slack sink from its config options, with env's User-Agent
 // and clock. Each problem is reported as "<key>: <problem>", joined with
 // errors.Join; no secret is ever quoted.
 func New(name string, options map[string]any, env sinks.Env) (sinks.Sink, error) {
-	o := Options{Rate: "1/s", Timeout: 10 * time.Second}
+	o := Options{Rate: "1/s", Timeout: 10 * time.Second, GroupWait: defaultGroupWait, GroupInterval: defaultGroupInterval}
 	env = env.WithDefaults()
-	s := &Sink{userAgent: env.UserAgent, now: env.Now}
+	s := &Sink{sim: &previewSim{}, name: name, userAgent: env.UserAgent, now: env.Now, log: env.Logger, count: env.Count, openState: env.State}
 	// Report decoding and validation problems together; a key that failed
 	// to decode keeps its default.
 	var errs []error
@@ -160,9 +195,12 @@ func New(name string, options map[string]any, env sinks.Env) (sinks.Sink, error)
 	perSecond, err := sinks.ParseRate(o.Rate)
 	if err != nil {
 		errs = append(errs, fmt.Errorf("rate: %w", err))
-	} else if perSecond > 0 {
-		// Burst 1: messages are spread evenly, never bunched.
-		s.limiter = rate.NewLimiter(rate.Limit(perSecond), 1)
+	}
+	errs = append(errs, s.threadOptions(o, env, webhook)...)
+	for _, key := range []string{"group_wait", "group_interval"} {
+		if _, set := options[key]; set && len(o.GroupBy) == 0 {
+			errs = append(errs, fmt.Errorf("%s: only with group_by", key))
+		}
 	}
 
 	if o.Timeout <= 0 {
@@ -171,13 +209,20 @@ func New(name string, options map[string]any, env sinks.Env) (sinks.Sink, error)
 	if err := errors.Join(errs...); err != nil {
 		return nil, err
 	}
+	if webhook {
+		s.pacer = sharedPacer(s.webhookURL, "", "", perSecond)
+	} else {
+		s.pacer = sharedPacer(s.token, apiURL, s.channel, perSecond)
+	}
 
+	s.timeout = o.Timeout
 	s.client = &http.Client{
 		Timeout: o.Timeout,
 		CheckRedirect: func(*http.Request, []*http.Request) error {
 			return http.ErrUseLastResponse // a 3xx is an answer, and permanent
 		},
-		Transport: http.DefaultTransport.(*http.Transport).Clone(),
+		// slack-go reads a Web API answer whole: cap what it can read.
+		Transport: sinks.LimitResponses(http.DefaultTransport.(*http.Transport).Clone(), maxAPIResponse),
 	}
 	if token {
 		u, _ := url.Parse(apiURL)
@@ -188,32 +233,97 @@ func New(name string, options map[string]any, env sinks.Env) (sinks.Sink, error)
 		// request once and the relay owns retries.
 		s.api = goslack.New(s.token, goslack.OptionAPIURL(apiURL), goslack.OptionHTTPClient(s.client))
 	}
+	if s.groupBy != nil && s.openState != nil {
+		s.startFlusher() // only in a running relay: check and test have no state
+	}
 	return s, nil
 }
 
-// Send posts one message for d, after waiting for its turn under the rate.
+// maxAPIResponse bounds the answer to a chat.postMessage call, which
+// echoes the message posted (Slack caps a message's text at 40,000
+// characters and its blocks at 50).
+const maxAPIResponse = 1 << 20
+
+// Send posts one message for d, after waiting for its turn under the rate;
+// with thread_by, it posts in d's thread (see thread.go). Each request, its
+// answer included, takes at most the sink's timeout, and a bounded part of
+// the answer is read.
 func (s *Sink) Send(ctx context.Context, d sinks.Delivery) error {
+	if s.threadBy != nil {
+		key, err := s.threadBy(d.Data)
+		if err != nil {
+			return sinks.Permanent(fmt.Errorf("slack thread_by: %w", err))
+		}
+		if key != "" {
+			return s.sendThreaded(ctx, d, key)
+		}
+	}
+	if s.groupBy != nil {
+		return s.sendGrouped(ctx, d)
+	}
 	msg, err := s.message(d)
 	if err != nil {
 		return err
 	}
-	if s.limiter != nil {
-		if err := s.limiter.Wait(ctx); err != nil {
-			return fmt.Errorf("slack pacing: %w", err)
+	if s.api != nil {
+		_, _, err := s.post(ctx, "post", msg, "")
+		return err
+	}
+	if err := s.pacer.wait(ctx, s.now); err != nil {
+		return err
+	}
+	if err := s.postWebhook(ctx, msg); err != nil {
+		return err
+	}
+	s.count("slack_messages", s.name, "post")
+	return nil
+}
+
+// threadOptions checks thread_by, group_by and their companions.
+func (s *Sink) threadOptions(o Options, env sinks.Env, webhook bool) []error {
+	var errs []error
+	thread, group := strings.TrimSpace(o.ThreadBy) != "", len(o.GroupBy) > 0
+	if webhook && thread {
+		errs = append(errs, errors.New("thread_by: only with token (an incoming webhook cannot reply in a thread or update a message)"))
+	}
+	if webhook && group {
+		errs = append(errs, errors.New("group_by: only with token (an incoming webhook cannot update a message)"))
+	}
+	if thread && group {
+		errs = append(errs, errors.New("group_by: not with thread_by (a sink either threads or groups)"))
+	}
+	if group && !webhook && !thread {
+		errs = append(errs, s.compileGroupBy(o.GroupBy, env)...)
+		s.groupWait, s.groupInterval = o.GroupWait, o.GroupInterval
+	}
+	if o.GroupWait < 0 {
+		errs = append(errs, errors.New("group_wait: must not be negative"))
+	}
+	if o.GroupInterval < 0 {
+		errs = append(errs, errors.New("group_interval: must not be negative"))
+	}
+	if thread && !webhook {
+		if env.CompileString == nil {
+			errs = append(errs, errors.New("thread_by: expressions are not available to this sink"))
+		} else if f, err := env.CompileString(o.ThreadBy); err != nil {
+			errs = append(errs, fmt.Errorf("thread_by: %w", err))
+		} else {
+			s.threadBy = f
 		}
 	}
-	if s.api != nil {
-		return s.postMessage(ctx, msg)
-	}
-	return s.postWebhook(ctx, msg)
+	return errs
 }
 
 // payload is the JSON body of a webhook post and, with Channel, the JSON
 // form of a chat.postMessage call.
 type payload struct {
-	Channel string          `json:"channel,omitempty"`
-	Text    string          `json:"text"`
-	Blocks  []goslack.Block `json:"blocks,omitempty"`
+	Channel string `json:"channel,omitempty"`
+	// TS is the message a chat.update replaces; ThreadTS the thread a
+	// reply goes to (previews only: Send passes them as options).
+	TS       string          `json:"ts,omitempty"`
+	ThreadTS string          `json:"thread_ts,omitempty"`
+	Text     string          `json:"text"`
+	Blocks   []goslack.Block `json:"blocks,omitempty"`
 }
 
 func (s *Sink) message(d sinks.Delivery) (payload, error) {
@@ -235,7 +345,8 @@ func (s *Sink) postWebhook(ctx context.Context, msg payload) error {
 	if err != nil {
 		return sinks.Permanent(fmt.Errorf("slack webhook: encode message: %w", err))
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, s.webhookURL, bytes.NewReader(body))
+	att := &sinks.HTTPAttempt{Method: http.MethodPost, Target: s.webhookTo, Timeout: s.timeout}
+	req, err := http.NewRequestWithContext(att.Context(ctx), http.MethodPost, s.webhookURL, bytes.NewReader(body))
 	if err != nil { // unreachable: the URL was validated; never quote it
 		return sinks.Permanent(errors.New("slack webhook: invalid webhook_url"))
 	}
@@ -243,26 +354,89 @@ func (s *Sink) postWebhook(ctx context.Context, msg payload) error {
 	req.Header.Set("User-Agent", s.userAgent)
 	resp, err := s.client.Do(req)
 	if err != nil {
-		return sinks.Redact(fmt.Errorf("slack webhook: %w", sinks.TransportError(http.MethodPost, s.webhookTo, err)), s.secrets...)
+		return sinks.Redact(fmt.Errorf("slack webhook: %w", att.RequestError(ctx, err)), s.secrets...)
 	}
 	defer resp.Body.Close()
 	// Slack answers in plain text: "ok", or an error code such as
 	// channel_not_found, no_text, invalid_payload.
-	text := sinks.ReadErrorBody(resp.Body)
-	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
+	text, readErr := sinks.ReadResponseText(resp.Body)
+	if readErr == nil {
+		readErr = sinks.DrainResponse(resp.Body)
+	}
 	if err := sinks.ClassifyStatus(resp.StatusCode, resp.Status, resp.Header, text, s.now()); err != nil {
-		return sinks.Redact(fmt.Errorf("slack webhook: %w", err), s.secrets...)
+		err = att.ReadFailed(ctx, fmt.Errorf("slack webhook: %w", err), readErr)
+		return sinks.Redact(err, s.secrets...)
 	}
 	return nil
 }
 
-func (s *Sink) postMessage(ctx context.Context, msg payload) error {
+// post sends msg with chat.postMessage, in the thread of threadTS when set
+// (kind "reply", else "post"), after its turn under the channel's pacing.
+// It returns the channel ID and the message's ts.
+func (s *Sink) post(ctx context.Context, kind string, msg payload, threadTS string) (channel, ts string, err error) {
+	if err := s.pacer.wait(ctx, s.now); err != nil {
+		return "", "", err
+	}
+	opts := msgOptions(msg)
+	if threadTS != "" {
+		opts = append(opts, goslack.MsgOptionTS(threadTS))
+	}
+	att := &sinks.HTTPAttempt{Method: http.MethodPost, Target: s.endpoint, Timeout: s.timeout}
+	channel, ts, err = s.api.PostMessageContext(att.Context(ctx), s.channel, opts...)
+	if te, ok := att.TimedOut(ctx, err); ok {
+		return "", "", sinks.Redact(fmt.Errorf("slack chat.postMessage: %w", te), s.token)
+	}
+	if err != nil {
+		return "", "", sinks.Redact(s.classifyAPI("chat.postMessage", err), s.token)
+	}
+	s.count("slack_messages", s.name, kind)
+	return channel, ts, nil
+}
+
+// update replaces the message at ts in channel with msg (chat.update),
+// after its turn under the channel's pacing.
+func (s *Sink) update(ctx context.Context, channel, ts string, msg payload) error {
+	if err := s.pacer.wait(ctx, s.now); err != nil {
+		return err
+	}
+	if channel == "" {
+		channel = s.channel
+	}
+	att := &sinks.HTTPAttempt{Method: http.MethodPost, Target: s.endpoint, Timeout: s.timeout}
+	_, _, _, err := s.api.UpdateMessageContext(att.Context(ctx), channel, ts, msgOptions(msg)...)
+	if te, ok := att.TimedOut(ctx, err); ok {
+		return sinks.Redact(fmt.Errorf("slack chat.update: %w", te), s.token)
+	}
+	if err != nil {
+		return sinks.Redact(s.classifyAPI("chat.update", err), s.token)
+	}
+	s.count("slack_messages", s.name, "update")
+	return nil
+}
+
+// compileGroupBy compiles group_by's expressions.
+func (s *Sink) compileGroupBy(exprs []string, env sinks.Env) []error {
+	if env.CompileString == nil {
+		return []error{errors.New("group_by: expressions are not available to this sink")}
+	}
+	var errs []error
+	for i, src := range exprs {
+		f, err := env.CompileString(src)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("group_by[%d]: %w", i, err))
+			continue
+		}
+		s.groupBy = append(s.groupBy, f)
+	}
+	return errs
+}
+
+func msgOptions(msg payload) []goslack.MsgOption {
 	opts := []goslack.MsgOption{goslack.MsgOptionText(msg.Text, false)}
 	if len(msg.Blocks) > 0 {
 		opts = append(opts, goslack.MsgOptionBlocks(msg.Blocks...))
 	}
-	_, _, err := s.api.PostMessageContext(ctx, s.channel, opts...)
-	return sinks.Redact(s.classifyAPI(err), s.token)
+	return opts
 }
 
 // permanentAPIErrors are chat.postMessage error codes a retry cannot fix.
@@ -314,7 +488,9 @@ var permanentAPIErrors = map[string]bool{
 // "ratelimited" in its body rather than with a 429 and a Retry-After.
 const rateLimitedWait = time.Second
 
-func (s *Sink) classifyAPI(err error) error {
+// classifyAPI classifies the error of a call to method; a rate limit also
+// holds the channel's pacing for the Retry-After.
+func (s *Sink) classifyAPI(method string, err error) error {
 	if err == nil {
 		return nil
 	}
@@ -326,15 +502,16 @@ func (s *Sink) classifyAPI(err error) error {
 	)
 	switch {
 	case errors.As(err, &rl):
-		return sinks.RetryAfter(fmt.Errorf("slack chat.postMessage: %w", err), rl.RetryAfter)
+		s.pacer.hold(s.now().Add(rl.RetryAfter))
+		return sinks.RetryAfter(fmt.Errorf("slack %s: %w", method, err), rl.RetryAfter)
 	case errors.As(err, &code):
-		err = fmt.Errorf("slack chat.postMessage: %w", err)
+		err = fmt.Errorf("slack %s: %w", method, err)
 		if sinks.RetryableStatus(code.Code) {
 			return err
 		}
 		return sinks.Permanent(err)
 	case errors.As(err, &api):
-		err = fmt.Errorf("slack chat.postMessage: %w", err)
+		err = fmt.Errorf("slack %s: %w", method, err)
 		switch {
 		case api.Err == "ratelimited" || api.Err == "rate_limited":
 			return sinks.RetryAfter(err, rateLimitedWait)
@@ -343,23 +520,37 @@ func (s *Sink) classifyAPI(err error) error {
 		}
 		return err // internal_error, fatal_error, service_unavailable, unknown codes
 	case errors.As(err, &ue):
-		return fmt.Errorf("slack chat.postMessage: %w", sinks.TransportError(http.MethodPost, s.endpoint, err))
+		return fmt.Errorf("slack %s: %w", method, sinks.TransportError(http.MethodPost, s.endpoint, err))
+	case errors.Is(err, sinks.ErrResponseTooLarge):
+		return fmt.Errorf("slack %s: answer larger than %d bytes: %w", method, maxAPIResponse, err)
 	}
-	return fmt.Errorf("slack chat.postMessage: %w", err)
+	return fmt.Errorf("slack %s: %w", method, err)
 }
 
 // Preview shows the request Send would make for d. In Web API mode the body
 // is the JSON form of the chat.postMessage call (slack-go sends it form
 // encoded); in webhook mode it is the exact request body.
+//
+// A thread_by or group_by sink previews a sequence (see previewSequence):
+// the messages it would post and update given the deliveries previewed
+// before.
 func (s *Sink) Preview(d sinks.Delivery) (sinks.Preview, error) {
+	if s.threadBy != nil || s.groupBy != nil {
+		return s.previewSequence(d)
+	}
 	msg, err := s.message(d)
 	if err != nil {
 		return sinks.Preview{}, err
 	}
+	return s.previewCall("chat.postMessage", msg)
+}
+
+// previewCall shows a call to the Web API method (webhook mode: a post).
+func (s *Sink) previewCall(method string, msg payload) (sinks.Preview, error) {
 	p := sinks.Preview{Kind: "slack", Headers: map[string]string{"Content-Type": "application/json"}}
 	if s.api != nil {
 		msg.Channel = s.channel
-		p.Request = http.MethodPost + " " + s.endpoint
+		p.Request = http.MethodPost + " " + strings.TrimSuffix(s.endpoint, "chat.postMessage") + method
 		p.Headers["Authorization"] = "Bearer " + sinks.Secret(s.token).String()
 	} else {
 		p.Request = http.MethodPost + " " + s.webhookTo
@@ -385,8 +576,10 @@ func encode(msg payload) ([]byte, error) {
 	return bytes.TrimSuffix(b.Bytes(), []byte("\n")), nil
 }
 
-// Close releases idle connections.
+// Close stops the group flusher (open groups stay in the relay's state for
+// the next one) and releases idle connections.
 func (s *Sink) Close(context.Context) error {
+	s.stopFlusher()
 	s.client.CloseIdleConnections()
 	return nil
 }

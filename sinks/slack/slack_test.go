@@ -210,8 +210,8 @@ func TestNewDefaults(t *testing.T) {
 		t.Fatal(err)
 	}
 	sk := s.(*Sink)
-	if sk.limiter == nil || sk.limiter.Limit() != 1 || sk.limiter.Burst() != 1 {
-		t.Errorf("limiter = %+v, want 1/s burst 1", sk.limiter)
+	if l := sk.pacer.limiter; l == nil || l.Limit() != 1 || l.Burst() != 1 {
+		t.Errorf("limiter = %+v, want 1/s burst 1", l)
 	}
 	if sk.client.Timeout != 10*time.Second {
 		t.Errorf("timeout = %v, want 10s", sk.client.Timeout)
@@ -231,27 +231,34 @@ func TestGolden(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			var got bytes.Buffer
-			if err := json.Indent(&got, []byte(p.Body), "", "  "); err != nil {
-				t.Fatalf("preview body is not JSON: %v", err)
-			}
-			got.WriteByte('\n')
-			golden := filepath.Join("testdata", "golden", tc.name+".json")
-			if *update {
-				if err := os.WriteFile(golden, got.Bytes(), 0o644); err != nil {
-					t.Fatal(err)
-				}
-			}
-			want, err := os.ReadFile(golden)
-			if err != nil {
-				t.Fatalf("%v (run go test -update to create it)", err)
-			}
-			if !bytes.Equal(got.Bytes(), want) {
-				t.Errorf("message differs from %s (run go test -update to accept):\n%s", golden, got.Bytes())
-			}
-			checkLimits(t, []byte(p.Body))
+			checkGoldenBody(t, tc.name, p.Body)
 		})
 	}
+}
+
+// checkGoldenBody compares a message body with testdata/golden/<name>.json
+// (rewritten with -update) and checks it against Slack's limits.
+func checkGoldenBody(t *testing.T, name, body string) {
+	t.Helper()
+	var got bytes.Buffer
+	if err := json.Indent(&got, []byte(body), "", "  "); err != nil {
+		t.Fatalf("preview body is not JSON: %v", err)
+	}
+	got.WriteByte('\n')
+	golden := filepath.Join("testdata", "golden", name+".json")
+	if *update {
+		if err := os.WriteFile(golden, got.Bytes(), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want, err := os.ReadFile(golden)
+	if err != nil {
+		t.Fatalf("%v (run go test -update to create it)", err)
+	}
+	if !bytes.Equal(got.Bytes(), want) {
+		t.Errorf("message differs from %s (run go test -update to accept):\n%s", golden, got.Bytes())
+	}
+	checkLimits(t, []byte(body))
 }
 
 // checkLimits checks a message against Slack's documented Block Kit limits.
@@ -742,10 +749,11 @@ func TestPacing(t *testing.T) {
 		{name: "30/m", rate: "30/m", want: 4 * time.Second},
 		{name: "10/500ms", rate: "10/500ms", want: 100 * time.Millisecond},
 	}
-	for _, tt := range tests {
+	for i, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			synctest.Test(t, func(t *testing.T) {
-				opts := map[string]any{"webhook_url": h.hookURL()}
+				// A URL of its own: sinks on one URL share their pacing.
+				opts := map[string]any{"webhook_url": h.hookURL() + fmt.Sprintf("?case=%d", i)}
 				if tt.rate != nil {
 					opts["rate"] = tt.rate
 				}
