@@ -6,7 +6,6 @@ import (
 	"errors"
 	"maps"
 	"slices"
-	"strconv"
 	"strings"
 	"time"
 
@@ -70,20 +69,16 @@ func (e *StoredEvent) matches(where *rules.Condition) bool {
 	return ok
 }
 
-// eventFromHistory reads a history copy; ok is false for a message that is
-// not one.
-func eventFromHistory(m *storedMsg) (StoredEvent, bool) {
-	id, err := strconv.ParseUint(m.Header.Get(hdrEventsSeq), 10, 64)
-	if err != nil {
-		return StoredEvent{}, false
-	}
-	return eventFromHeaders(id, m.Header, m.Data, m.Time), true
+// isEventSubject reports whether subj is an accepted event's (not a
+// replay's) in the events stream.
+func isEventSubject(subj string) bool {
+	return strings.HasPrefix(subj, routedSubject) || strings.HasPrefix(subj, eventsSubject)
 }
 
 // eventFromEvents reads a message of the events stream; ok is false for a
 // replay.
 func eventFromEvents(m *storedMsg) (StoredEvent, bool) {
-	if !strings.HasPrefix(m.Subject, routedSubject) && !strings.HasPrefix(m.Subject, eventsSubject) {
+	if !isEventSubject(m.Subject) {
 		return StoredEvent{}, false
 	}
 	return eventFromHeaders(m.Seq, m.Header, m.Data, m.Time), true
@@ -124,25 +119,23 @@ func (q *eventQuery) selects(e *StoredEvent) bool {
 		e.matches(q.where)
 }
 
-// scanChunk is how many history messages one read of a listing takes.
+// scanChunk is how many stored messages one read of a listing takes.
 const scanChunk = 256
 
 // listEvents returns up to q.limit of the stored events q selects, newest
-// first, and the cursor of the next page (0 when there is none): the
-// events not yet copied into history, then history.
+// first, and the cursor of the next page (0 when there is none).
 func (s *jsStore) listEvents(ctx context.Context, q eventQuery) ([]StoredEvent, uint64, error) {
+	lo, hi, err := s.eventRange(ctx, q)
+	if err != nil {
+		return nil, 0, err
+	}
 	out := []StoredEvent{}
-	ids := map[uint64]bool{}
-	take := func(e StoredEvent) bool { // false once one more than the page is taken
-		if !ids[e.ID] && q.selects(&e) {
-			out, ids[e.ID] = append(out, e), true
+	err = s.scanBack(ctx, eventsStream, lo, hi, func(m *storedMsg) bool {
+		if e, ok := eventFromEvents(m); ok && q.selects(&e) {
+			out = append(out, e)
 		}
-		return len(out) <= q.limit
-	}
-	more, err := s.scanTail(ctx, q, take)
-	if err == nil && more {
-		err = s.scanHistory(ctx, q, take)
-	}
+		return len(out) <= q.limit // one more than the page: is there a next one?
+	})
 	if err != nil {
 		return nil, 0, err
 	}
@@ -157,62 +150,32 @@ func (s *jsStore) listEvents(ctx context.Context, q eventQuery) ([]StoredEvent, 
 	return out, next, nil
 }
 
-// scanTail calls fn for the events not yet copied into history that are
-// below q's cursor, newest first, until fn returns false; more is false
-// then.
-func (s *jsStore) scanTail(ctx context.Context, q eventQuery, fn func(StoredEvent) bool) (more bool, err error) {
+// eventRange is the range of the events stream q's time range and cursor
+// leave to read: lo > hi when none. Events are stored in the order they
+// are received, so since is found by the stream's own index of times.
+func (s *jsStore) eventRange(ctx context.Context, q eventQuery) (lo, hi uint64, err error) {
 	info, err := s.events.Info(ctx)
 	if err != nil {
-		return false, err
+		return 0, 0, err
 	}
-	lo, hi := s.history.lastCopied.Load()+1, info.State.LastSeq
+	lo, hi = info.State.FirstSeq, info.State.LastSeq
+	if info.State.Msgs == 0 {
+		return 1, 0, nil
+	}
 	if q.before != 0 {
 		hi = min(hi, q.before-1)
 	}
-	more = true
-	err = s.scanBack(ctx, eventsStream, lo, hi, func(m *storedMsg) bool {
-		if e, ok := eventFromEvents(m); ok {
-			more = fn(e)
-		}
-		return more
-	})
-	return more, err
-}
-
-// scanHistory calls fn for the history copies within q's time range and
-// below its cursor, newest first, until fn returns false.
-func (s *jsStore) scanHistory(ctx context.Context, q eventQuery, fn func(StoredEvent) bool) error {
-	info, err := s.history.hist.Info(ctx)
-	if err != nil {
-		return err
-	}
-	lo, hi := info.State.FirstSeq, info.State.LastSeq
-	if info.State.Msgs == 0 || hi < lo {
-		return nil
-	}
-	if q.before != 0 {
-		b, err := s.historyLowerBound(ctx, q.before)
-		if err != nil {
-			return err
-		}
-		hi = min(hi, b-1)
-	}
 	if !q.since.IsZero() {
-		// Copies are made after their event was received: none of the
-		// events received since q.since was copied before it.
-		m, err := s.directGet(ctx, historyStream, 0, q.since)
+		m, err := s.directGet(ctx, eventsStream, 0, q.since)
 		if errors.Is(err, ErrNotFound) {
-			return nil
+			return 1, 0, nil
 		}
 		if err != nil {
-			return err
+			return 0, 0, err
 		}
 		lo = max(lo, m.Seq)
 	}
-	return s.scanBack(ctx, historyStream, lo, hi, func(m *storedMsg) bool {
-		e, ok := eventFromHistory(m)
-		return !ok || fn(e)
-	})
+	return lo, hi, nil
 }
 
 // scanBack calls fn for the messages of stream from hi down to lo, newest
@@ -266,35 +229,6 @@ func (s *jsStore) scanForward(ctx context.Context, stream string, lo, hi uint64,
 	return nil
 }
 
-// historyLowerBound returns the sequence, in the history stream, of the
-// first copy whose event id is id or more; one past the last when none is.
-// The copies hold their ids in order: a binary search.
-func (s *jsStore) historyLowerBound(ctx context.Context, id uint64) (uint64, error) {
-	info, err := s.history.hist.Info(ctx)
-	if err != nil {
-		return 0, err
-	}
-	lo, hi := info.State.FirstSeq, info.State.LastSeq+1 // the answer is in [lo, hi]
-	for lo < hi {
-		mid := lo + (hi-lo)/2
-		m, err := s.directGet(ctx, historyStream, mid, time.Time{})
-		if errors.Is(err, ErrNotFound) {
-			hi = mid
-			continue
-		}
-		if err != nil {
-			return 0, err
-		}
-		e, ok := eventFromHistory(m)
-		if ok && e.ID >= id {
-			hi = mid // m is the first copy at or after mid
-		} else {
-			lo = m.Seq + 1
-		}
-	}
-	return lo, nil
-}
-
 // getEvent returns one event with its payload and trail.
 func (s *jsStore) getEvent(ctx context.Context, id uint64) (StoredEvent, error) {
 	e, err := s.findEvent(ctx, id)
@@ -307,23 +241,8 @@ func (s *jsStore) getEvent(ctx context.Context, id uint64) (StoredEvent, error) 
 	return events[0], err
 }
 
-// findEvent looks id up in history, else in the events stream.
+// findEvent reads event id from the events stream.
 func (s *jsStore) findEvent(ctx context.Context, id uint64) (StoredEvent, error) {
-	if id <= s.history.lastCopied.Load() {
-		seq, err := s.historyLowerBound(ctx, id)
-		if err != nil {
-			return StoredEvent{}, err
-		}
-		m, err := s.directGet(ctx, historyStream, seq, time.Time{})
-		if err != nil && !errors.Is(err, ErrNotFound) {
-			return StoredEvent{}, err
-		}
-		if err == nil {
-			if e, ok := eventFromHistory(m); ok && e.ID == id {
-				return e, nil
-			}
-		}
-	}
 	m, err := s.events.GetMsg(ctx, id)
 	if isNotFound(err) {
 		return StoredEvent{}, ErrNotFound
@@ -374,50 +293,19 @@ func payloadJSON(body []byte) json.RawMessage {
 func isNotFound(err error) bool { return errors.Is(err, jetstream.ErrMsgNotFound) }
 
 // eachEvent calls fn for every stored event q selects (its limit and
-// cursor aside), oldest first: history, then the events not yet copied into
-// it. It stops at fn's first error and returns it.
+// cursor aside), oldest first. It stops at fn's first error and returns it.
 func (s *jsStore) eachEvent(ctx context.Context, q eventQuery, fn func(StoredEvent) error) error {
-	info, err := s.history.hist.Info(ctx)
+	q.before = 0
+	lo, hi, err := s.eventRange(ctx, q)
 	if err != nil {
 		return err
 	}
-	lo, hi := info.State.FirstSeq, info.State.LastSeq
-	if !q.since.IsZero() {
-		m, err := s.directGet(ctx, historyStream, 0, q.since)
-		switch {
-		case errors.Is(err, ErrNotFound):
-			lo = hi + 1
-		case err != nil:
-			return err
-		default:
-			lo = max(lo, m.Seq)
-		}
-	}
-	var lastID uint64
 	var fnErr error
-	visit := func(e StoredEvent) bool {
-		lastID = max(lastID, e.ID)
-		if q.selects(&e) {
+	err = s.scanForward(ctx, eventsStream, lo, hi, func(m *storedMsg) bool {
+		if e, ok := eventFromEvents(m); ok && q.selects(&e) {
 			fnErr = fn(e)
 		}
 		return fnErr == nil
-	}
-	if info.State.Msgs > 0 {
-		err = s.scanForward(ctx, historyStream, lo, hi, func(m *storedMsg) bool {
-			e, ok := eventFromHistory(m)
-			return !ok || visit(e)
-		})
-		if err != nil || fnErr != nil {
-			return errors.Join(err, fnErr)
-		}
-	}
-	events, err := s.events.Info(ctx)
-	if err != nil {
-		return err
-	}
-	err = s.scanForward(ctx, eventsStream, max(lastID, s.history.lastCopied.Load())+1, events.State.LastSeq, func(m *storedMsg) bool {
-		e, ok := eventFromEvents(m)
-		return !ok || visit(e)
 	})
 	return errors.Join(err, fnErr)
 }

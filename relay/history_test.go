@@ -15,8 +15,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
-
 	"github.com/relay-dev/relay/sinks"
 )
 
@@ -27,56 +27,65 @@ rules:
     sinks: [a]
 `
 
-// waitCopied waits until the history writer has copied n events.
-func waitCopied(t *testing.T, srv *Server, n uint64) {
-	t.Helper()
-	eventually(t, 10*time.Second, "events copied into history", func() bool {
-		info, err := srv.store.history.hist.Info(context.Background())
-		return err == nil && info.State.Msgs >= n
-	})
-}
-
 // TestDedupeSurvivesRestart: ids accepted before a restart are duplicates
-// after it, whether their event was delivered, is queued or went nowhere.
+// after it, whether their event was delivered or went nowhere: with
+// history, the stream's own window rebuilt from the events it keeps; with
+// no history, the ids recorded as the events were trimmed.
 func TestDedupeSurvivesRestart(t *testing.T) {
-	dir := t.TempDir()
-	tr := &testRegistry{}
-	rec := newRecorder()
-	tr.set("a", rec.send)
-	yaml := testServerConfig(dir, failuresOnly)
-	srv := startServer(t, tr, yaml)
-	h := newHarness(t, srv)
-	h.mustAccept("msg_delivered", sampleBody)
-	h.mustAccept("msg_nowhere", `{"event":"bot.joining_call"}`)
-	if d := rec.wait(t, 10*time.Second); d.MsgID != "msg_delivered" {
-		t.Fatalf("delivered %s", d.MsgID)
-	}
-	waitCopied(t, srv, 2)
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	if err := srv.Stop(ctx); err != nil {
-		t.Fatal(err)
-	}
+	for _, tc := range []struct {
+		name    string
+		storage string
+		seen    int // ids read back from RELAY_IDS at start
+	}{
+		{"history", "", 0},
+		{"no history", "  history: 0s", 2},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			tr := &testRegistry{}
+			rec := newRecorder()
+			tr.set("a", rec.send)
+			yaml := historyServerConfig(dir, tc.storage, failuresOnly)
+			srv := startServer(t, tr, yaml)
+			h := newHarness(t, srv)
+			h.mustAccept("msg_delivered", sampleBody)
+			h.mustAccept("msg_nowhere", `{"event":"bot.joining_call"}`)
+			if d := rec.wait(t, 10*time.Second); d.MsgID != "msg_delivered" {
+				t.Fatalf("delivered %s", d.MsgID)
+			}
+			if tc.seen > 0 {
+				eventually(t, 10*time.Second, "both events trimmed from history", func() bool {
+					info, err := srv.store.events.Info(context.Background())
+					return err == nil && info.State.Msgs == 0
+				})
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			if err := srv.Stop(ctx); err != nil {
+				t.Fatal(err)
+			}
 
-	srv = startServer(t, tr, yaml)
-	t.Cleanup(func() { _ = srv.Stop(context.Background()) })
-	h = newHarness(t, srv)
-	for _, id := range []string{"msg_delivered", "msg_nowhere"} {
-		body := sampleBody
-		if id == "msg_nowhere" {
-			body = `{"event":"bot.joining_call"}`
-		}
-		if code, answer := h.post(id, body); code != 200 || !strings.Contains(answer, `"duplicate"`) {
-			t.Errorf("%s after a restart: got %d %s, want 200 duplicate", id, code, answer)
-		}
-	}
-	h.mustAccept("msg_new", sampleBody)
-	if d := rec.wait(t, 10*time.Second); d.MsgID != "msg_new" {
-		t.Fatalf("delivered %s, want msg_new", d.MsgID)
-	}
-	rec.none(t, 300*time.Millisecond)
-	if n := srv.store.history.seen.len(); n != 2 {
-		t.Errorf("ids read back at start: %d, want 2", n)
+			srv = startServer(t, tr, yaml)
+			t.Cleanup(func() { _ = srv.Stop(context.Background()) })
+			h = newHarness(t, srv)
+			for _, id := range []string{"msg_delivered", "msg_nowhere"} {
+				body := sampleBody
+				if id == "msg_nowhere" {
+					body = `{"event":"bot.joining_call"}`
+				}
+				if code, answer := h.post(id, body); code != 200 || !strings.Contains(answer, `"duplicate"`) {
+					t.Errorf("%s after a restart: got %d %s, want 200 duplicate", id, code, answer)
+				}
+			}
+			h.mustAccept("msg_new", sampleBody)
+			if d := rec.wait(t, 10*time.Second); d.MsgID != "msg_new" {
+				t.Fatalf("delivered %s, want msg_new", d.MsgID)
+			}
+			rec.none(t, 300*time.Millisecond)
+			if n := srv.store.history.seen.len(); n != tc.seen {
+				t.Errorf("ids read back at start: %d, want %d", n, tc.seen)
+			}
+		})
 	}
 }
 
@@ -350,7 +359,6 @@ func TestBacktest(t *testing.T) {
 	h.mustAccept("msg_1", sampleBody)                        // failures, everything
 	h.mustAccept("msg_2", `{"event":"recording.done"}`)      // everything
 	h.mustAccept("msg_3", `{"event":"bot.fatal","data":{}}`) // everything
-	waitCopied(t, h.srv, 3)
 	post := func(req BacktestRequest, query string) (*BacktestReport, int, string) {
 		t.Helper()
 		b, _ := json.Marshal(req)
@@ -403,8 +411,9 @@ func TestBacktest(t *testing.T) {
 	}
 }
 
-// historyConfig is a config with sinks a and b (fake), retries that go on
-// for an hour, and extra storage keys.
+// historyServerConfig is a config with sinks a and b (fake), retries that
+// go on for an hour, breakers that probe every 100 ms, and extra storage
+// keys.
 func historyServerConfig(dir, storage, rules string) string {
 	return fmt.Sprintf(`
 server:
@@ -427,8 +436,10 @@ retry:
 sinks:
   a:
     type: fake
+    breaker: {cooldown: 100ms}
   b:
     type: fake
+    breaker: {cooldown: 100ms}
 %s`, dir, storage, testSecret, rules)
 }
 
@@ -477,16 +488,27 @@ rules:
   - {name: to-a, when: 'event == "a"', sinks: [a]}
   - {name: to-b, when: 'event == "b"', sinks: [b]}
 `))
+	// Delivered and routed-nowhere events leave history after it.
+	a.down.Store(false)
+	h.mustAccept("msg_a0", `{"event":"a"}`)
 	h.mustAccept("msg_nowhere", `{"event":"x"}`)
+	a.rec.wait(t, 10*time.Second)
+	eventually(t, 10*time.Second, "delivered events out of history", func() bool {
+		return len(listIDs(t, h)) == 0
+	})
+	// An undelivered event stays past storage.history, and so does what
+	// came after it (the stream is trimmed up to the oldest event a sink
+	// has yet to settle).
+	a.down.Store(true)
 	h.mustAccept("msg_a", `{"event":"a"}`)
 	h.mustAccept("msg_b", `{"event":"b"}`)
 	b.rec.wait(t, 10*time.Second)
-	time.Sleep(3 * time.Second) // three times storage.history
+	waitGuardRounds(t, h.srv, 3*time.Second) // three times storage.history
 	if got := listIDs(t, h); !slices.Equal(got, []string{"msg_b", "msg_a"}) {
-		t.Fatalf("after storage.history with a down: %v, want msg_b (newest) and msg_a (undelivered)", got)
+		t.Fatalf("after storage.history with a down: %v, want msg_b and msg_a (undelivered)", got)
 	}
 	var e StoredEvent
-	h.admin("GET", "/api/v1/events/2", &e)
+	h.admin("GET", "/api/v1/events/3", &e)
 	if st := e.Sinks["a"]; st.Status != StatusRetrying || st.Attempts < 2 || st.LastError != "sink down" {
 		t.Errorf("a's trail while down: %+v", st)
 	}
@@ -494,13 +516,31 @@ rules:
 	if d := a.rec.wait(t, 10*time.Second); d.MsgID != "msg_a" {
 		t.Fatalf("delivered %s", d.MsgID)
 	}
-	eventually(t, 10*time.Second, "msg_a out of history once delivered", func() bool {
-		return slices.Equal(listIDs(t, h), []string{"msg_b"})
+	eventually(t, 10*time.Second, "msg_a and msg_b out of history once msg_a is delivered", func() bool {
+		return len(listIDs(t, h)) == 0
 	})
 	a.rec.none(t, 200*time.Millisecond)
 	// Its id is still a duplicate.
 	if code, answer := h.post("msg_a", `{"event":"a"}`); code != 200 || !strings.Contains(answer, "duplicate") {
 		t.Errorf("msg_a again: %d %s", code, answer)
+	}
+}
+
+// waitGuardRounds waits until the store guard has ended a round that
+// began at least d from now.
+func waitGuardRounds(t *testing.T, srv *Server, d time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for {
+		started := time.Now()
+		select {
+		case <-*srv.store.passed.Load():
+		case <-time.After(10 * time.Second):
+			t.Fatal("no store guard round in 10s")
+		}
+		if started.After(deadline) {
+			return
+		}
 	}
 }
 
@@ -602,47 +642,42 @@ func metricFloat(h *harness, name string) float64 {
 	return f
 }
 
-// TestHistoryWriterReadsTheStream: deliveries of the writer's consumer lost
-// in transit (a fetch that gave up before they came) do not leave holes: the
-// writer copies every event up to the newest delivery it holds, in order.
-func TestHistoryWriterReadsTheStream(t *testing.T) {
-	h := startHarness(t, nil, testServerConfig(t.TempDir(), failuresOnly))
-	h.srv.histw.stop() // this test plays the writer
-	for i := range 5 {
-		h.mustAccept(fmt.Sprintf("msg_%d", i), sampleBody)
+// TestSinkFloors: what the store guard may trim, from the consumers' state,
+// and which events past that every sink has settled.
+func TestSinkFloors(t *testing.T) {
+	floors := sinkFloors{
+		"relay-sink-a": {ackFloor: 10, next: 11}, // deliveries outstanding
+		"relay-sink-b": {ackFloor: 30},           // nothing pending
+		"relay-sink-c": {ackFloor: 5, next: 21},  // undelivered, none handed out
 	}
-	w := h.srv.histw
-	ctx := context.Background()
-	var msgs []jetstream.Msg
-	eventually(t, 10*time.Second, "five deliveries", func() bool {
-		got, err := w.fetch(ctx, writerBatch)
-		if err != nil {
-			t.Fatal(err)
+	if got := floors.safeSeq(&jetstream.StreamInfo{State: jetstream.StreamState{LastSeq: 40}}); got != 11 {
+		t.Errorf("safeSeq: %d, want 11", got)
+	}
+	if got := (sinkFloors{"relay-sink-b": {ackFloor: 30}}).safeSeq(&jetstream.StreamInfo{State: jetstream.StreamState{LastSeq: 40}}); got != 41 {
+		t.Errorf("safeSeq with nothing pending: %d, want 41", got)
+	}
+	route := nats.Header{hdrRoute: []string{`{"a":["r"],"b":["r"]}`}}
+	for _, tc := range []struct {
+		seq     uint64
+		subject string
+		header  nats.Header
+		settled bool
+	}{
+		{12, "relay.to.recall", nil, true},        // routed nowhere
+		{12, "relay.to.recall.b", nil, true},      // b is past it
+		{12, "relay.to.recall.a.b", nil, false},   // a is not
+		{9, "relay.to.recall.a.b", nil, true},     // both are
+		{12, "relay.to.recall.gone", nil, true},   // no consumer left
+		{12, "relay.events.recall", route, false}, // a, by the route header
+		{31, "relay.replay.b", nil, false},        // b's replay, past its floor
+		{30, "relay.replay.b", nil, true},         // at its floor
+		{5, "relay.to.recall.c", nil, true},       // at c's floor
+		{7, "relay.to.recall.c", nil, false},      // past it
+		{7, "relay.to.recall.b.c", nil, false},    // c has not
+	} {
+		m := &storedMsg{Seq: tc.seq, Subject: tc.subject, Header: tc.header}
+		if got := floors.settled(m); got != tc.settled {
+			t.Errorf("settled(%d %s) = %v, want %v", tc.seq, tc.subject, got, tc.settled)
 		}
-		msgs = append(msgs, got...)
-		return len(msgs) == 5
-	})
-	if err := w.copy(ctx, msgs[4:]); err != nil { // the first four "lost"
-		t.Fatal(err)
-	}
-	var p eventsPage
-	h.admin("GET", "/api/v1/events", &p)
-	var ids []string
-	for _, e := range p.Events {
-		ids = append(ids, e.MsgID)
-	}
-	if !slices.Equal(ids, []string{"msg_4", "msg_3", "msg_2", "msg_1", "msg_0"}) {
-		t.Errorf("history: %v", ids)
-	}
-	info, err := h.srv.store.history.hist.Info(ctx)
-	if err != nil || info.State.Msgs != 5 {
-		t.Fatalf("copies: %v %v", info.State.Msgs, err)
-	}
-	// A lost delivery handed out again later is only acknowledged.
-	if err := w.copy(ctx, msgs[1:2]); err != nil {
-		t.Fatal(err)
-	}
-	if info, _ := h.srv.store.history.hist.Info(ctx); info.State.Msgs != 5 {
-		t.Errorf("copies after a late delivery: %d", info.State.Msgs)
 	}
 }

@@ -232,9 +232,9 @@ func (s *jsStore) ensureStreams(ctx context.Context) error {
 	}
 	events := jetstream.StreamConfig{
 		Name:        eventsStream,
-		Description: "accepted webhooks, kept until every sink routed to has delivered or dead-lettered them",
+		Description: "accepted webhooks: the sinks' queues and history, trimmed by the relay, never before every sink routed to has delivered or dead-lettered them",
 		Subjects:    []string{routedSubject + ">", eventsSubject + ">", replaySubject + ">"},
-		Retention:   jetstream.InterestPolicy,
+		Retention:   jetstream.LimitsPolicy,
 		Storage:     jetstream.FileStorage,
 		Replicas:    replicas,
 		Duplicates:  s.cfg.DedupeWindow,
@@ -452,6 +452,9 @@ func (s *jsStore) Ready(ctx context.Context) error {
 
 // close flushes and closes the connection and stops the embedded server.
 func (s *jsStore) close() {
+	if s.history != nil && s.history.follow != nil {
+		s.history.follow.Stop()
+	}
 	if s.nc != nil {
 		_ = s.nc.FlushTimeout(5 * time.Second)
 		s.nc.Close()

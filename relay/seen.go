@@ -6,12 +6,12 @@ import (
 	"time"
 )
 
-// seenIDs holds the message ids accepted before this process started and
-// still inside the dedupe window: the ids JetStream's own duplicate window
-// does not know after a restart, because it rebuilds it only from the
-// events still stored (see docs/design.md). Ingest consults it before the
-// events stream. It is filled once at start, from RELAY_IDS, and only
-// shrinks: ids accepted from then on are in the events stream's window.
+// seenIDs holds the message ids trimmed from the events stream while
+// still inside the dedupe window: after a restart JetStream's own duplicate
+// window knows only the events still stored (see docs/design.md). Ingest
+// consults it before the events stream. It is read from RELAY_IDS at start
+// and follows it while the relay runs (history.go); expire drops the ids
+// that left the window.
 type seenIDs struct {
 	size atomic.Int64 // len(ids): ingest skips the lock while it is 0
 
@@ -25,8 +25,7 @@ type seenEntry struct {
 	at  int64
 }
 
-// add records key as received at (Unix ns). Called while loading, before
-// ingest starts.
+// add records key as received at (Unix ns).
 func (s *seenIDs) add(key string, at int64) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -41,7 +40,7 @@ func (s *seenIDs) add(key string, at int64) {
 	s.size.Store(int64(len(s.ids)))
 }
 
-// has reports whether source's msgID was accepted before the restart.
+// has reports whether source's msgID is held.
 func (s *seenIDs) has(source, msgID string) bool {
 	if s == nil || s.size.Load() == 0 {
 		return false

@@ -45,7 +45,6 @@ type Server struct {
 	cfg    atomic.Pointer[Config]
 	store  *jsStore
 	engine *engine
-	histw  *historyWriter // copies accepted events into history
 	bg     context.CancelFunc
 	bgWG   sync.WaitGroup // background store tasks, ended by bg
 	ingest *ingestHandler
@@ -122,10 +121,6 @@ func (s *Server) Start(ctx context.Context) (err error) {
 	}
 	built, err := buildSinks(cfg, s.sinkRegistry())
 	if err != nil {
-		return err
-	}
-	if s.histw, err = s.store.startHistoryWriter(ctx, s.load, s.log); err != nil {
-		closeSinks(built)
 		return err
 	}
 	bgCtx, bg := context.WithCancel(context.Background())
@@ -398,7 +393,6 @@ func (s *Server) stop(ctx context.Context) error {
 	} else if s.adminLn != nil {
 		_ = s.adminLn.Close()
 	}
-	s.histw.stop()
 	if s.bg != nil {
 		s.bg()
 		s.bgWG.Wait()

@@ -5,7 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"strconv"
+	"maps"
+	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -20,15 +22,16 @@ var ErrStoreFull = errors.New("store full")
 // The store guard keeps what the store holds within storage.history and
 // storage.max_bytes. Once a second it:
 //
-//   - trims history of the events received before storage.history, but
-//     never past the oldest event still undelivered (it is in the events
-//     stream until every sink it was routed to has delivered or
-//     dead-lettered it), nor the newest copy (the history writer resumes
-//     after it);
+//   - trims the events stream of the events received before
+//     storage.history, but never past the oldest event some sink has not
+//     yet delivered or dead-lettered (safeSeq);
 //   - when the store holds more than evictAbove of max_bytes, trims the
-//     oldest delivered events from history early until it holds evictTo of
-//     it, counting them in relay_history_evicted_total (first a range, then,
-//     past an old undelivered event, one copy at a time);
+//     oldest delivered events early until it holds evictTo of it, counting
+//     them in relay_history_evicted_total (first a range up to the oldest
+//     undelivered event, then, past it, the events every sink they were
+//     routed to has settled, one at a time);
+//   - before it trims an event received inside the dedupe window, records
+//     its id in RELAY_IDS (history.go), so that it stays a duplicate;
 //   - marks the store full when it still holds fullAt of max_bytes (all of
 //     it undelivered events, dead letters and dedupe ids, or it would have
 //     been trimmed), and not full once it holds less than roomAgain of it:
@@ -47,15 +50,12 @@ var ErrStoreFull = errors.New("store full")
 // later write until it restarts: when Append has failed for stuckAfter, or
 // the server has shut its store down, the guard reports it and the relay
 // exits, for a restart to recover it.
-//
-// Ids stay for the dedupe window whatever history gives up: they are in
-// RELAY_IDS and in the events stream's own window.
 const (
 	evictAbove = 0.90
 	evictTo    = 0.80
 	fullAt     = 0.95
 	roomAgain  = 0.90
-	// deleteScan bounds the copies one pass looks at one by one.
+	// deleteScan bounds the events one pass looks at one by one.
 	deleteScan = 20000
 )
 
@@ -99,28 +99,22 @@ func (s *jsStore) startGuard(ctx context.Context, wg *sync.WaitGroup, log *slog.
 
 // storeUsage is what the relay's streams hold.
 type storeUsage struct {
-	bytes       uint64
-	historyMsgs uint64
-	hist        *jetstream.StreamInfo
+	bytes  uint64
+	events *jetstream.StreamInfo
 }
 
 func (s *jsStore) usage(ctx context.Context) (storeUsage, error) {
 	var u storeUsage
-	for _, st := range []jetstream.Stream{s.events, s.dead, s.history.hist, s.history.ids} {
+	for _, st := range []jetstream.Stream{s.events, s.dead, s.history.ids, s.history.trail} {
 		info, err := st.Info(ctx)
 		if err != nil {
 			return u, err
 		}
 		u.bytes += info.State.Bytes
-		if info.Config.Name == historyStream {
-			u.hist, u.historyMsgs = info, info.State.Msgs
+		if info.Config.Name == eventsStream {
+			u.events = info
 		}
 	}
-	info, err := s.history.trail.Info(ctx)
-	if err != nil {
-		return u, err
-	}
-	u.bytes += info.State.Bytes
 	return u, nil
 }
 
@@ -193,12 +187,13 @@ func (g *storeGuard) trim(ctx context.Context) error {
 		return err
 	}
 	limit, disk := g.capBytes(u.bytes)
-	safe, err := g.safeSeq(ctx, u.hist)
+	floors, err := s.sinkFloors(ctx)
 	if err != nil {
 		return err
 	}
+	safe := floors.safeSeq(u.events)
 	// By age.
-	if n, err := g.trimOlderThan(ctx, u.hist, safe); err != nil {
+	if n, err := g.trimOlderThan(ctx, u.events, safe); err != nil {
 		return err
 	} else if n > 0 {
 		if err := g.trimTrail(ctx); err != nil {
@@ -213,10 +208,10 @@ func (g *storeGuard) trim(ctx context.Context) error {
 	if limit > 0 && (float64(u.bytes) > evictAbove*limit || fullAt*limit-float64(u.bytes) < wanted) {
 		if !g.evicting {
 			g.log.Warn("store nearly full: the oldest delivered events leave history early",
-				"bytes", u.bytes, "limit", uint64(limit), "disk", disk, "history_events", u.historyMsgs)
+				"bytes", u.bytes, "limit", uint64(limit), "disk", disk, "history_events", u.events.State.Msgs)
 			g.evicting = true
 		}
-		if err := g.evict(ctx, u, safe, uint64(max(float64(u.bytes)-evictTo*limit, wanted))); err != nil {
+		if err := g.evict(ctx, u, floors, safe, uint64(max(float64(u.bytes)-evictTo*limit, wanted))); err != nil {
 			return err
 		}
 		if err := g.trimTrail(ctx); err != nil {
@@ -230,7 +225,7 @@ func (g *storeGuard) trim(ctx context.Context) error {
 		g.evicting = false
 	}
 	g.metrics.StoreBytes.Set(float64(u.bytes))
-	g.metrics.HistoryEvents.Set(float64(u.historyMsgs))
+	g.metrics.HistoryEvents.Set(float64(u.events.State.Msgs))
 	if limit, disk = g.capBytes(u.bytes); limit > 0 {
 		refused := s.refused.Swap(false)
 		g.setFull(refused || float64(u.bytes) >= fullAt*limit, float64(u.bytes) < roomAgain*limit, u.bytes, uint64(limit), disk)
@@ -258,101 +253,162 @@ func (g *storeGuard) setFull(full, room bool, bytes, limit uint64, disk bool) {
 	}
 }
 
-// safeSeq is the history sequence history may be trimmed up to (not
-// including): the copy of the oldest event still in the events stream, and
-// at most the newest copy.
-func (g *storeGuard) safeSeq(ctx context.Context, hist *jetstream.StreamInfo) (uint64, error) {
-	safe := hist.State.LastSeq // keep the newest copy: the writer resumes after it
-	oldest, err := g.store.oldestUndelivered(ctx)
-	if err != nil {
-		return 0, err
-	}
-	if oldest != 0 {
-		b, err := g.store.historyLowerBound(ctx, oldest)
-		if err != nil {
-			return 0, err
-		}
-		safe = min(safe, b)
-	}
-	return safe, nil
+// sinkFloor is how far a sink's consumer has settled the events stream.
+type sinkFloor struct {
+	ackFloor uint64 // every event routed to the sink up to here is settled
+	next     uint64 // the oldest event it may still have to settle; 0: none
 }
 
-// oldestUndelivered is the id of the oldest event the events stream still
-// holds (0: none).
-func (s *jsStore) oldestUndelivered(ctx context.Context) (uint64, error) {
-	var oldest uint64
-	for _, subj := range []string{routedSubject + ">", eventsSubject + ">"} {
-		m, err := s.events.GetMsg(ctx, 1, jetstream.WithGetMsgSubject(subj))
-		if isNotFound(err) {
-			continue
+// sinkFloors maps each consumer of the events stream (every sink of every
+// relay on the store, and the queues of removed sinks not yet drained) to
+// its floor.
+type sinkFloors map[string]sinkFloor
+
+func (s *jsStore) sinkFloors(ctx context.Context) (sinkFloors, error) {
+	floors := sinkFloors{}
+	lister := s.events.ListConsumers(ctx)
+	for info := range lister.Info() {
+		f := sinkFloor{ackFloor: info.AckFloor.Stream}
+		switch {
+		case info.NumAckPending > 0:
+			f.next = info.AckFloor.Stream + 1
+		case info.NumPending > 0:
+			f.next = info.Delivered.Stream + 1
 		}
-		if err != nil {
-			return 0, err
-		}
-		if oldest == 0 || m.Sequence < oldest {
-			oldest = m.Sequence
-		}
+		floors[info.Name] = f
 	}
-	return oldest, nil
+	return floors, lister.Err()
 }
 
-// trimOlderThan drops the copies received before storage.history, below
+// safeSeq is the sequence the events stream may be trimmed up to (not
+// including): the oldest event some consumer may still have to settle, or
+// one past the last event.
+func (f sinkFloors) safeSeq(events *jetstream.StreamInfo) uint64 {
+	safe := events.State.LastSeq + 1
+	for _, fl := range f {
+		if fl.next != 0 {
+			safe = min(safe, fl.next)
+		}
+	}
+	return safe
+}
+
+// settled reports whether every sink m was routed to has settled it, as far
+// as the sinks' ack floors tell (an event settled above its sink's floor
+// counts as not).
+func (f sinkFloors) settled(m *storedMsg) bool {
+	for _, sink := range sinksOf(m) {
+		if fl, ok := f[sinkConsumerName(sink)]; ok && m.Seq > fl.ackFloor {
+			return false
+		}
+	}
+	return true
+}
+
+// sinksOf lists the sinks a message of the events stream is queued for: the
+// sinks its subject names, its route's for an event routed to more sinks
+// than a subject names, a replay's one sink.
+func sinksOf(m *storedMsg) []string {
+	switch {
+	case strings.HasPrefix(m.Subject, replaySubject):
+		return []string{m.Subject[len(replaySubject):]}
+	case strings.HasPrefix(m.Subject, eventsSubject):
+		return slices.Collect(maps.Keys(parseRoute(m.Header)))
+	case strings.HasPrefix(m.Subject, routedSubject):
+		return strings.Split(m.Subject[len(routedSubject):], ".")[1:] // after the source
+	}
+	return nil
+}
+
+// trimOlderThan drops the events received before storage.history, below
 // safe, and returns how many it dropped.
-func (g *storeGuard) trimOlderThan(ctx context.Context, hist *jetstream.StreamInfo, safe uint64) (uint64, error) {
-	if hist.State.Msgs == 0 {
+func (g *storeGuard) trimOlderThan(ctx context.Context, events *jetstream.StreamInfo, safe uint64) (uint64, error) {
+	if events.State.Msgs == 0 {
 		return 0, nil
 	}
 	cut := safe
-	m, err := g.store.directGet(ctx, historyStream, 0, g.now().Add(-g.store.cfg.History))
+	m, err := g.store.directGet(ctx, eventsStream, 0, g.now().Add(-g.store.cfg.History))
 	switch {
-	case errors.Is(err, ErrNotFound): // every copy is older
+	case errors.Is(err, ErrNotFound): // every event is older
 	case err != nil:
 		return 0, err
 	default:
 		cut = min(cut, m.Seq)
 	}
-	return g.purgeBelow(ctx, hist, cut)
+	return g.dropBelow(ctx, events, cut)
 }
 
-// purgeBelow drops every copy below seq.
-func (g *storeGuard) purgeBelow(ctx context.Context, hist *jetstream.StreamInfo, seq uint64) (uint64, error) {
-	if seq <= hist.State.FirstSeq {
+// dropBelow drops every event below seq, recording first the ids of those
+// inside the dedupe window.
+func (g *storeGuard) dropBelow(ctx context.Context, events *jetstream.StreamInfo, seq uint64) (uint64, error) {
+	if seq <= events.State.FirstSeq {
 		return 0, nil
 	}
-	if err := g.store.history.hist.Purge(ctx, jetstream.WithPurgeSequence(seq)); err != nil {
+	if err := g.recordWindowIDs(ctx, events.State.FirstSeq, seq-1); err != nil {
 		return 0, err
 	}
-	info, err := g.store.history.hist.Info(ctx)
+	if err := g.store.events.Purge(ctx, jetstream.WithPurgeSequence(seq)); err != nil {
+		return 0, err
+	}
+	info, err := g.store.events.Info(ctx)
 	if err != nil {
 		return 0, err
 	}
-	n := hist.State.Msgs - min(hist.State.Msgs, info.State.Msgs)
-	*hist = *info
+	n := events.State.Msgs - min(events.State.Msgs, info.State.Msgs)
+	*events = *info
 	return n, nil
 }
 
+// recordWindowIDs records in RELAY_IDS the ids of the events from lo to hi
+// received inside the dedupe window, a batch at a time.
+func (g *storeGuard) recordWindowIDs(ctx context.Context, lo, hi uint64) error {
+	s := g.store
+	first, err := s.directGet(ctx, eventsStream, 0, g.now().Add(-s.cfg.DedupeWindow))
+	switch {
+	case errors.Is(err, ErrNotFound):
+		return nil // every event is older than the window
+	case err != nil:
+		return err
+	case first.Seq > hi:
+		return nil
+	}
+	var batch []*storedMsg
+	var recErr error
+	err = s.scanForward(ctx, eventsStream, max(lo, first.Seq), hi, func(m *storedMsg) bool {
+		if isEventSubject(m.Subject) {
+			batch = append(batch, m)
+		}
+		if len(batch) == scanChunk {
+			recErr, batch = s.recordIDs(ctx, batch), batch[:0]
+		}
+		return recErr == nil
+	})
+	if err == nil {
+		err = recErr
+	}
+	if err != nil {
+		return err
+	}
+	return s.recordIDs(ctx, batch)
+}
+
 // trailMargin is how much earlier than the oldest event left in history
-// the trail is kept: events are copied nearly, not exactly, in the order
-// they were received.
+// the trail is kept: a replay's records are keyed by an older event.
 const trailMargin = time.Minute
 
 // trimTrail drops the trail records written before the oldest event left in
 // history was received (less trailMargin): every older event has left
-// history, delivered.
+// history, settled.
 func (g *storeGuard) trimTrail(ctx context.Context) error {
 	s := g.store
-	first, err := s.directGet(ctx, historyStream, 1, time.Time{})
+	first, err := s.directGet(ctx, eventsStream, 1, time.Time{})
 	if errors.Is(err, ErrNotFound) {
 		return nil
 	}
 	if err != nil {
 		return err
 	}
-	e, ok := eventFromHistory(first)
-	if !ok {
-		return nil
-	}
-	m, err := s.directGet(ctx, trailStream, 0, e.ReceivedAt.Add(-trailMargin))
+	m, err := s.directGet(ctx, trailStream, 0, receivedAt(first.Header, first.Time).Add(-trailMargin))
 	if errors.Is(err, ErrNotFound) {
 		return nil
 	}
@@ -367,75 +423,63 @@ func (g *storeGuard) trimTrail(ctx context.Context) error {
 }
 
 // evict gives up about free bytes of history, oldest delivered events
-// first, below safe by range and past it copy by copy.
-func (g *storeGuard) evict(ctx context.Context, u storeUsage, safe, free uint64) error {
-	hist := u.hist
-	if hist.State.Msgs == 0 {
+// first: below safe by range, past it event by event.
+func (g *storeGuard) evict(ctx context.Context, u storeUsage, floors sinkFloors, safe, free uint64) error {
+	events := u.events
+	if events.State.Msgs == 0 {
 		return nil
 	}
-	per := max(hist.State.Bytes/hist.State.Msgs, 1)
+	per := max(events.State.Bytes/events.State.Msgs, 1)
 	want := free/per + 1
-	n, err := g.purgeBelow(ctx, hist, min(safe, hist.State.FirstSeq+want))
+	n, err := g.dropBelow(ctx, events, min(safe, events.State.FirstSeq+want))
 	if err != nil {
 		return err
 	}
 	g.metrics.HistoryEvicted.Add(float64(n))
-	if n >= want || safe >= hist.State.LastSeq {
+	if n >= want || safe > events.State.LastSeq {
 		return nil
 	}
-	// An old undelivered event holds the range back: delete the delivered
-	// copies after it one by one.
-	deleted, err := g.deleteDelivered(ctx, safe, want-n)
+	// An old undelivered event holds the range back: delete the settled
+	// events after it one by one.
+	deleted, err := g.deleteSettled(ctx, floors, safe, want-n)
 	g.metrics.HistoryEvicted.Add(float64(deleted))
 	return err
 }
 
-// deleteDelivered deletes up to n copies from seq on whose event has left
-// the events stream (delivered or dead-lettered by every sink), never the
-// newest copy.
-func (g *storeGuard) deleteDelivered(ctx context.Context, seq, n uint64) (uint64, error) {
+// deleteSettled deletes up to n events from seq on that every sink they were
+// routed to has settled, recording first the ids of those inside the
+// dedupe window.
+func (g *storeGuard) deleteSettled(ctx context.Context, floors sinkFloors, seq, n uint64) (uint64, error) {
 	s := g.store
-	info, err := s.history.hist.Info(ctx)
+	info, err := s.events.Info(ctx)
 	if err != nil {
 		return 0, err
 	}
-	var victims []uint64
+	var victims []*storedMsg
 	scanned := 0
-	for seq < info.State.LastSeq && uint64(len(victims)) < n && scanned < deleteScan {
-		var ferr error
-		next, err := s.directBatch(ctx, historyStream, seq, scanChunk, func(m *storedMsg) bool {
-			scanned++
-			if m.Seq >= info.State.LastSeq || uint64(len(victims)) >= n {
-				return false
-			}
-			id, err := strconv.ParseUint(m.Header.Get(hdrEventsSeq), 10, 64)
-			if err != nil {
-				return true
-			}
-			_, err = s.events.GetMsg(ctx, id)
-			switch {
-			case isNotFound(err):
-				victims = append(victims, m.Seq)
-			case err != nil:
-				ferr = err
-				return false
-			}
-			return true
-		})
-		if err == nil {
-			err = ferr
+	err = s.scanForward(ctx, eventsStream, seq, info.State.LastSeq, func(m *storedMsg) bool {
+		scanned++
+		if floors.settled(m) {
+			victims = append(victims, &storedMsg{Seq: m.Seq, Subject: m.Subject, Time: m.Time, Header: m.Header})
 		}
-		if err != nil {
-			return 0, err
+		return uint64(len(victims)) < n && scanned < deleteScan
+	})
+	if err != nil {
+		return 0, err
+	}
+	window := g.now().Add(-s.cfg.DedupeWindow)
+	var ids []*storedMsg
+	for _, v := range victims {
+		if isEventSubject(v.Subject) && !receivedAt(v.Header, v.Time).Before(window) {
+			ids = append(ids, v)
 		}
-		if next == 0 {
-			break
-		}
-		seq = next
+	}
+	if err := s.recordIDs(ctx, ids); err != nil {
+		return 0, err
 	}
 	var done uint64
 	for _, v := range victims {
-		if err := s.history.hist.DeleteMsg(ctx, v); err != nil && !isNotFound(err) {
+		if err := s.events.DeleteMsg(ctx, v.Seq); err != nil && !isNotFound(err) {
 			return done, err
 		}
 		done++
@@ -447,9 +491,8 @@ func (g *storeGuard) deleteDelivered(ctx context.Context, seq, n uint64) (uint64
 func (s *jsStore) storeFull() bool { return s.full.Load() }
 
 // eventCost is what Append counts against the room for an event of n body
-// bytes: the event, its history copy and its id and trail lines, with a
-// margin.
-func eventCost(n int) int64 { return 2*int64(n) + 1024 }
+// bytes: the event with its headers and its trail lines, with a margin.
+func eventCost(n int) int64 { return int64(n) + 1024 }
 
 // admit takes an event of n body bytes out of the room the guard left, and
 // reports whether it fits. When it does not, it asks the guard for a round
