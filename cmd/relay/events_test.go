@@ -105,7 +105,7 @@ func TestEventsCommands(t *testing.T) {
 	if code != 0 || strings.Count(out, "\n") != 2 || !strings.Contains(out, "api:dead_lettered,archive:delivered") {
 		t.Errorf("list --where: exit %d\n%s", code, out)
 	}
-	code, out, errOut := cli("events", "list", "--where", `sub_cod startsWith "zoom_"`)
+	code, _, errOut := cli("events", "list", "--where", `sub_cod startsWith "zoom_"`)
 	if code != 2 || !strings.Contains(errOut, "where: unknown name sub_cod (1:1)") {
 		t.Errorf("bad where: exit %d, stderr %q", code, errOut)
 	}
