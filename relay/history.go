@@ -87,6 +87,7 @@ func (s *jsStore) ensureHistory(ctx context.Context, replicas int) error {
 	}
 	h.ids, h.trail = sts[0], sts[1]
 	s.history = h
+	s.trailw = newTrailWriter(s.nc)
 	next, err := s.loadSeen(ctx)
 	if err != nil {
 		return fmt.Errorf("read the ids of the dedupe window: %w", err)

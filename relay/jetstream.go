@@ -59,8 +59,10 @@ type jsStore struct {
 	js     jetstream.JetStream
 	events jetstream.Stream
 	dead   jetstream.Stream
-	// history holds the history, ids and trail streams (history.go).
+	// history holds the ids and trail streams (history.go); trailw
+	// stores the delivery trail (trail.go).
 	history *history
+	trailw  *trailWriter
 	// full is set by the store guard while nothing more may be stored;
 	// room is what Append may still add before the guard's next look, and
 	// kick asks for that look early (storeguard.go).
@@ -454,6 +456,9 @@ func (s *jsStore) Ready(ctx context.Context) error {
 func (s *jsStore) close() {
 	if s.history != nil && s.history.follow != nil {
 		s.history.follow.Stop()
+	}
+	if s.trailw != nil {
+		s.trailw.close() // before the connection's last flush
 	}
 	if s.nc != nil {
 		_ = s.nc.FlushTimeout(5 * time.Second)
