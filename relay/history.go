@@ -72,23 +72,18 @@ type history struct {
 	follow jetstream.ConsumeContext
 }
 
-// ensureHistory creates or updates the ids and trail streams, reads back
-// the ids trimmed inside the dedupe window and follows the ones recorded
-// from now on.
-func (s *jsStore) ensureHistory(ctx context.Context, replicas int) error {
-	h := &history{}
-	var sts []jetstream.Stream
-	for _, cfg := range historyStreams(s.cfg, replicas) {
-		st, err := s.ensureStream(ctx, cfg)
-		if err != nil {
-			return err
-		}
-		sts = append(sts, st)
-	}
-	h.ids, h.trail = sts[0], sts[1]
+// ensureHistory takes the ids and trail streams (historyStreams), reads
+// back the ids trimmed inside the dedupe window and follows the ones
+// recorded from now on.
+func (s *jsStore) ensureHistory(ctx context.Context, ids, trail jetstream.Stream) error {
+	h := &history{ids: ids, trail: trail}
 	s.history = h
 	s.trailw = newTrailWriter(s.nc)
-	next, err := s.loadSeen(ctx)
+	var next uint64
+	err := s.retrySetup(ctx, "read "+idsStream, func(ctx context.Context) (err error) {
+		next, err = s.loadSeen(ctx) // a new stream's direct gets may have no responder yet
+		return err
+	})
 	if err != nil {
 		return fmt.Errorf("read the ids of the dedupe window: %w", err)
 	}

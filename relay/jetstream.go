@@ -12,6 +12,7 @@ import (
 	"os"
 	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -195,18 +196,23 @@ func jetStreamMaxStore(maxBytes ByteSize) int64 {
 // one of two identical stream creations sent by relays starting at the same
 // moment. Waiting on such a request for the whole start budget made
 // start-up hang and give up, so each request gets this long and is sent
-// again (see retrySetup).
-const setupTimeout = 2 * time.Second
+// again (see retrySetup). The first try gets setupFirstTry: a cluster
+// answers a setup request in milliseconds, or not at all.
+const (
+	setupTimeout  = 2 * time.Second
+	setupFirstTry = 500 * time.Millisecond
+)
 
-// retrySetup runs op, each try bounded by setupTimeout, until it succeeds
-// or ctx is done. In cluster mode every failure is tried again after a
+// retrySetup runs op, each try bounded by setupFirstTry, then twice as long
+// up to setupTimeout, until it succeeds or ctx is done. In cluster mode every failure is tried again after a
 // backoff (peers may still be starting, electing a leader or placing the
 // streams); an embedded server answers at once, so its first answer is
 // final.
 func (s *jsStore) retrySetup(ctx context.Context, what string, op func(context.Context) error) error {
-	wait := 100 * time.Millisecond
+	wait, try := 100*time.Millisecond, setupFirstTry
 	for {
-		tryCtx, cancel := context.WithTimeout(ctx, setupTimeout)
+		tryCtx, cancel := context.WithTimeout(ctx, try)
+		try = min(2*try, setupTimeout)
 		err := op(tryCtx)
 		cancel()
 		if err == nil || s.cfg.URL == "" {
@@ -253,14 +259,28 @@ func (s *jsStore) ensureStreams(ctx context.Context) error {
 		Duplicates:  10 * time.Minute,
 		AllowDirect: true,
 	}
-	var err error
-	if s.events, err = s.ensureStream(ctx, events); err != nil {
+	sts, err := s.ensureStreamsTogether(ctx, append([]jetstream.StreamConfig{events, dead}, historyStreams(s.cfg, replicas)...))
+	if err != nil {
 		return err
 	}
-	if s.dead, err = s.ensureStream(ctx, dead); err != nil {
-		return err
+	s.events, s.dead = sts[0], sts[1]
+	return s.ensureHistory(ctx, sts[2], sts[3])
+}
+
+// ensureStreamsTogether ensures every stream of cfgs at once: in a cluster,
+// relays starting together make concurrent requests for the same stream,
+// some of which the cluster leaves unanswered until they time out and are
+// retried, so one round of timeouts for all of them is better than one per
+// stream.
+func (s *jsStore) ensureStreamsTogether(ctx context.Context, cfgs []jetstream.StreamConfig) ([]jetstream.Stream, error) {
+	sts := make([]jetstream.Stream, len(cfgs))
+	errs := make([]error, len(cfgs))
+	var wg sync.WaitGroup
+	for i, cfg := range cfgs {
+		wg.Go(func() { sts[i], errs[i] = s.ensureStream(ctx, cfg) })
 	}
-	return s.ensureHistory(ctx, replicas)
+	wg.Wait()
+	return sts, errors.Join(errs...)
 }
 
 func (s *jsStore) ensureStream(ctx context.Context, cfg jetstream.StreamConfig) (jetstream.Stream, error) {
