@@ -37,6 +37,14 @@
 #   mem     relay (sync 1s) with one http sink to a dead port, retrying for
 #           a day: MEM_EVENTS events at concurrency 64, then the relay's
 #           VmRSS / VmHWM and relay_pending_deliveries
+#   history the relay measurement's relay (sync 1s) takes HISTORY_EVENTS
+#           events at concurrency 64 and delivers them; then: the store's
+#           bytes per event (relay_store_bytes and the directory on disk),
+#           the time of GET /api/v1/events with where event ==
+#           "transcript.failed" and limit 100, of the same where matching
+#           nothing (the whole history read), of GET /api/v1/events/{id},
+#           and the restart: time to ready and RSS with the dedupe window's
+#           ids read back (not in the default MEASURE: it takes minutes)
 #   cluster (not in the default set) three nats-server processes (built
 #           from the module) and relays in cluster mode (replicas 3): the
 #           relay's and the NATS nodes' CPU per event at steady 100 and
@@ -54,8 +62,8 @@
 #
 # Environment: DURATION (15s), CONCURRENCIES ("1 16 64"), E2E_RATE (1000),
 # MEM_EVENTS (100000), MEM_CONCURRENCY (64), FAULT_OUTAGE (10m), FAULT_EVENTS
-# (10000), MEASURE ("floor fsync relay ratio sustain burst e2e mem"; add
-# "fault" or "cluster" for those runs), RATIO_ROUNDS (3), SUSTAIN_RATES ("4000 6000 8000"), LOG_LEVEL (relay --log-level, info: one log line per event, as
+# (10000), HISTORY_EVENTS (1000000), MEASURE ("floor fsync relay ratio sustain
+# burst e2e mem"; add "history", "fault" or "cluster" for those runs), RATIO_ROUNDS (3), SUSTAIN_RATES ("4000 6000 8000"), LOG_LEVEL (relay --log-level, info: one log line per event, as
 # deployed), RELAY_ENV (extra VAR=value words for relay serve only, e.g.
 # "GOGC=200"), START_TIMEOUT (30 s), DRAIN_TIMEOUT (120 s), KEEP=1 keeps the
 # work directory (logs, reports) and prints its path.
@@ -66,6 +74,7 @@ CONCURRENCIES=${CONCURRENCIES:-"1 16 64"}
 E2E_RATE=${E2E_RATE:-1000}
 MEM_EVENTS=${MEM_EVENTS:-100000}
 MEM_CONCURRENCY=${MEM_CONCURRENCY:-64}
+HISTORY_EVENTS=${HISTORY_EVENTS:-1000000}
 FAULT_OUTAGE=${FAULT_OUTAGE:-10m}
 FAULT_EVENTS=${FAULT_EVENTS:-10000}
 MEASURE=${MEASURE:-"floor fsync relay ratio sustain burst e2e mem"}
@@ -533,7 +542,51 @@ EOF
 	MEM_ROW="| $(jfield "$f" ok) | $(jfield "$f" ok_throughput_rps) | $(mb "$idle_rss") | $(mb "$rss") | $(mb "$hwm") | $pending |"
 fi
 
-# --- f: cluster sizing (MEASURE=cluster) ------------------------------------
+# --- f: history search over many stored events -------------------------------
+# api_time URL [RUNS]: the seconds curl took for one GET of URL (admin
+# API), the best of RUNS (3).
+api_time() {
+	local best="" t i
+	for ((i = 0; i < ${2:-3}; i++)); do
+		t=$(curl -fsS -o /dev/null -w '%{time_total}' --max-time 600 "$1") || die "GET $1 failed"
+		if [[ -z $best ]] || awk -v a="$t" -v b="$best" 'BEGIN { exit !(a < b) }'; then best=$t; fi
+	done
+	echo "$best"
+}
+HISTORY_ROWS=()
+if wants history; then
+	name=history
+	relay_start "$name" 1s
+	log "history: $HISTORY_EVENTS events at concurrency 64 on $RELAY_INGEST"
+	load "$name" "http://$RELAY_INGEST/webhooks/recall" --concurrency 64 --requests "$HISTORY_EVENTS"
+	accepted=$(jfield "$WORK/$name.json" ok)
+	drain=$(drain_time "$RELAY_ADMIN")
+	for ((i = 0; i < DRAIN_TIMEOUT * 10; i++)); do
+		(($(metric "$RELAY_ADMIN" relay_history_events) >= accepted)) && break
+		sleep 0.1
+	done
+	sleep 2
+	events=$(metric "$RELAY_ADMIN" relay_history_events)
+	bytes=$(metric "$RELAY_ADMIN" relay_store_bytes)
+	disk=$(du -sb "$WORK/$name/jetstream" | cut -f1)
+	rss_before=$(vm "$RELAY_PID" VmRSS)
+	api="http://$RELAY_ADMIN/api/v1/events"
+	t_found=$(api_time "$api?limit=100&where=event%20%3D%3D%20%22transcript.failed%22")
+	t_show=$(api_time "$api/$((accepted / 2))")
+	t_none=$(api_time "$api?limit=100&where=event%20%3D%3D%20%22none%22" 1)
+	stop_proc "$RELAY_PID"
+	start_ns=$(date +%s%N)
+	start_relay "$name-restart" "$WORK/$name/relay.yaml"
+	ready=$(awk -v a="$start_ns" -v b="$(date +%s%N)" 'BEGIN { printf "%.1f", (b - a) / 1e9 }')
+	sleep 1
+	rss_after=$(vm "$RELAY_PID" VmRSS)
+	stop_proc "$RELAY_PID"
+	stop_proc "$RECV_PID"
+	HISTORY_ROWS+=("| $accepted | $drain | $events | $(awk -v b="$bytes" -v n="$events" 'BEGIN { printf "%.0f", b / n }') | $(awk -v b="$disk" -v n="$events" 'BEGIN { printf "%.0f", b / n }') | $t_found | $t_none | $t_show | $ready | $(mb "$rss_before") | $(mb "$rss_after") |")
+	rm -rf "$WORK/$name/jetstream"
+fi
+
+# --- g: cluster sizing (MEASURE=cluster) ------------------------------------
 # free_port: a loopback TCP port nothing listens on now.
 free_port() {
 	python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
@@ -809,6 +862,14 @@ if ((${#BURST_ROWS[@]})); then
 	echo "| ingest_priority | accepted | accepted/s | accept p99 ms | pending deliveries at end | drained in s |"
 	echo "| --- | ---: | ---: | ---: | ---: | ---: |"
 	printf '%s\n' "${BURST_ROWS[@]}"
+fi
+if ((${#HISTORY_ROWS[@]})); then
+	echo
+	echo "### History: $HISTORY_EVENTS events stored (sync 1s; file archive + http sink), then searched"
+	echo
+	echo "| accepted | drained in s | in history | store bytes/event | disk bytes/event | list where found, limit 100 s | list where nothing s | show s | restart to ready s | RSS after the drain MB | RSS after restart MB |"
+	echo "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+	printf '%s\n' "${HISTORY_ROWS[@]}"
 fi
 if ((${#CLUSTER_ROWS[@]})); then
 	echo

@@ -33,6 +33,10 @@ func (s *Server) adminHandler() http.Handler {
 	mux.Handle("POST /api/v1/dlq/replay", s.auth(s.handleDLQReplayAll))
 	mux.Handle("DELETE /api/v1/dlq/{id}", s.auth(s.handleDLQDeleteOne))
 	mux.Handle("DELETE /api/v1/dlq", s.auth(s.handleDLQPurge))
+	mux.Handle("GET /api/v1/events", s.auth(s.handleEventsList))
+	mux.Handle("GET /api/v1/events/{id}", s.auth(s.handleEventGet))
+	mux.Handle("POST /api/v1/events/replay", s.auth(s.handleEventsReplay))
+	mux.Handle("POST /api/v1/backtest", s.auth(s.handleBacktest))
 	// Profiling, for operators chasing CPU or memory (behind the token too).
 	mux.Handle("GET /debug/pprof/", s.auth(pprof.Index))
 	mux.Handle("GET /debug/pprof/profile", s.auth(pprof.Profile))
@@ -72,6 +76,10 @@ func (s *Server) handleReady(w http.ResponseWriter, r *http.Request) {
 	}
 	if err := s.store.Ready(r.Context()); err != nil {
 		writeJSON(w, http.StatusServiceUnavailable, errorBody("store unavailable"))
+		return
+	}
+	if s.store.storeFull() {
+		writeJSON(w, http.StatusServiceUnavailable, errorBody("store full"))
 		return
 	}
 	writeJSON(w, http.StatusOK, []byte(`{"status":"ready"}`+"\n"))
@@ -118,7 +126,11 @@ func (s *Server) handleDLQList(w http.ResponseWriter, r *http.Request) {
 		}
 		cursor = n
 	}
-	items, next, err := s.store.listDead(r.Context(), q.Get("sink"), limit, cursor)
+	where, ok := deadFilterOf(w, q.Get("where"))
+	if !ok {
+		return
+	}
+	items, next, err := s.store.listDead(r.Context(), q.Get("sink"), where, limit, cursor)
 	if err != nil {
 		s.storeError(w, err)
 		return
@@ -160,7 +172,11 @@ func (s *Server) handleDLQReplayOne(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) handleDLQReplayAll(w http.ResponseWriter, r *http.Request) {
-	ids, err := s.store.deadIDs(r.Context(), r.URL.Query().Get("sink"))
+	where, ok := deadFilterOf(w, r.URL.Query().Get("where"))
+	if !ok {
+		return
+	}
+	ids, err := s.store.deadIDs(r.Context(), r.URL.Query().Get("sink"), where)
 	if err != nil {
 		s.storeError(w, err)
 		return
@@ -191,7 +207,17 @@ func (s *Server) handleDLQDeleteOne(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) handleDLQPurge(w http.ResponseWriter, r *http.Request) {
-	n, err := s.store.purgeDead(r.Context(), r.URL.Query().Get("sink"))
+	where, ok := deadFilterOf(w, r.URL.Query().Get("where"))
+	if !ok {
+		return
+	}
+	purge := s.store.purgeDead
+	if where != nil {
+		purge = func(ctx context.Context, sink string) (uint64, error) {
+			return s.store.purgeDeadWhere(ctx, sink, where)
+		}
+	}
+	n, err := purge(r.Context(), r.URL.Query().Get("sink"))
 	if err != nil {
 		s.storeError(w, err)
 		return

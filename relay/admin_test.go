@@ -28,6 +28,10 @@ func TestAdminToken(t *testing.T) {
 		{http.MethodPost, "/api/v1/dlq/replay", true},
 		{http.MethodDelete, "/api/v1/dlq/1", true},
 		{http.MethodDelete, "/api/v1/dlq", true},
+		{http.MethodGet, "/api/v1/events", true},
+		{http.MethodGet, "/api/v1/events/1", true},
+		{http.MethodPost, "/api/v1/events/replay?sink=a&where=true", true},
+		{http.MethodPost, "/api/v1/backtest", true},
 		{http.MethodPost, "/-/reload", true},
 		{http.MethodGet, "/debug/pprof/", true},
 	}

@@ -99,6 +99,13 @@ type StorageConfig struct {
 	// AckWait is how long a delivery handed to a worker may go without news
 	// before the store hands it out again (after a crash, say).
 	AckWait time.Duration `koanf:"ack_wait"`
+	// History is how long every accepted event is kept for search,
+	// backtests and replays once it is delivered; 0 keeps only what is
+	// undelivered. Dedupe ids are kept for DedupeWindow either way.
+	History time.Duration `koanf:"history"`
+	// MaxBytes caps what the store may hold: history is given up first,
+	// then ingest is refused (see docs/reference.md).
+	MaxBytes ByteSize `koanf:"max_bytes"`
 }
 
 // SourceConfig is one webhook endpoint.
@@ -200,6 +207,8 @@ func defaultConfig() *Config {
 			Sync:         "always",
 			DedupeWindow: 24 * time.Hour,
 			AckWait:      30 * time.Second,
+			History:      168 * time.Hour,
+			MaxBytes:     10 << 30,
 		},
 		Retry: DefaultRetry(),
 	}
@@ -362,7 +371,7 @@ func decode(p string, in, out any, match func(key, field string) bool) []error {
 		Result:               out,
 		Metadata:             &md,
 		WeaklyTypedInput:     true,
-		DecodeHook:           mapstructure.StringToTimeDurationHookFunc(),
+		DecodeHook:           mapstructure.ComposeDecodeHookFunc(mapstructure.StringToTimeDurationHookFunc(), byteSizeHook),
 	})
 	if err != nil {
 		return []error{fmt.Errorf("config decoder: %w", err)}
@@ -473,6 +482,12 @@ func validateStorage(s StorageConfig) []error {
 	}
 	if s.AckWait < time.Second {
 		errs = append(errs, errors.New("storage.ack_wait: must be at least 1s"))
+	}
+	if s.History < 0 {
+		errs = append(errs, errors.New("storage.history: must not be negative (0 keeps only what is undelivered)"))
+	}
+	if s.MaxBytes < minStoreBytes {
+		errs = append(errs, fmt.Errorf("storage.max_bytes: must be at least %s", ByteSize(minStoreBytes)))
 	}
 	return errs
 }
@@ -674,7 +689,11 @@ func decodeErrors(p string, err error) []error {
 	for _, e := range Problems(err) {
 		var de *mapstructure.DecodeError
 		if errors.As(e, &de) {
-			out = append(out, fmt.Errorf("%s: %s", joinPath(p, configPath(de.Name())), sinks.DescribeValueError(de.Unwrap())))
+			msg := sinks.DescribeValueError(de.Unwrap())
+			if errors.Is(e, errByteSize) {
+				msg = errByteSize.Error()
+			}
+			out = append(out, fmt.Errorf("%s: %s", joinPath(p, configPath(de.Name())), msg))
 			continue
 		}
 		where := p

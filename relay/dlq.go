@@ -11,6 +11,8 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/relay-dev/relay/rules"
 )
 
 // DeadLetter is one delivery the relay gave up on, as the admin API shows it.
@@ -62,9 +64,10 @@ func deadLetterFromMsg(m *jetstream.RawStreamMsg, withPayload bool) DeadLetter {
 }
 
 // listDead returns up to limit dead letters, newest first, with ids below
-// before (0: from the newest), for one sink or all (sink ""). next is the
-// cursor for the following page, 0 when there is none.
-func (s *jsStore) listDead(ctx context.Context, sink string, limit int, before uint64) (out []DeadLetter, next uint64, err error) {
+// before (0: from the newest), for one sink or all (sink ""), that where
+// matches (nil: all). next is the cursor for the following page, 0 when
+// there is none.
+func (s *jsStore) listDead(ctx context.Context, sink string, where *rules.Condition, limit int, before uint64) (out []DeadLetter, next uint64, err error) {
 	info, err := s.dead.Info(ctx)
 	if err != nil {
 		return nil, 0, err
@@ -83,6 +86,9 @@ func (s *jsStore) listDead(ctx context.Context, sink string, limit int, before u
 			return nil, 0, err
 		}
 		if sink != "" && m.Subject != deadSubject+sink {
+			continue
+		}
+		if !deadMatches(where, m) {
 			continue
 		}
 		if len(out) == limit {
@@ -123,6 +129,9 @@ func (s *jsStore) replayDead(ctx context.Context, id uint64, isSink func(string)
 	r.Header.Set(hdrSource, dl.Source)
 	r.Header.Set(hdrReceivedAt, m.Header.Get(hdrReceivedAt))
 	r.Header.Set(hdrRoute, route)
+	if id := deadEventID(m.Header); id != "" {
+		r.Header.Set(hdrEventID, id)
+	}
 	if ev := m.Header.Get(hdrEvent); ev != "" {
 		// The stored type, so that a replayed missed event is decoded as
 		// one (rules.NewEnvFor).
@@ -137,8 +146,9 @@ func (s *jsStore) replayDead(ctx context.Context, id uint64, isSink func(string)
 	return nil
 }
 
-// deadIDs lists the ids of every dead letter of sink (or all, sink "").
-func (s *jsStore) deadIDs(ctx context.Context, sink string) ([]uint64, error) {
+// deadIDs lists the ids of every dead letter of sink (or all, sink "") that
+// where matches (nil: all).
+func (s *jsStore) deadIDs(ctx context.Context, sink string, where *rules.Condition) ([]uint64, error) {
 	subj := deadSubject + ">"
 	if sink != "" {
 		subj = deadSubject + sink
@@ -153,7 +163,9 @@ func (s *jsStore) deadIDs(ctx context.Context, sink string) ([]uint64, error) {
 		if err != nil {
 			return ids, err
 		}
-		ids = append(ids, m.Sequence)
+		if deadMatches(where, m) {
+			ids = append(ids, m.Sequence)
+		}
 		seq = m.Sequence + 1
 	}
 }
@@ -201,3 +213,17 @@ func (s *jsStore) deadCounts(ctx context.Context) (map[string]uint64, error) {
 }
 
 var errConflict = errors.New("conflict")
+
+// deadEventID is the id of the event a dead letter holds: its
+// Relay-Event-Id, or, for one stored before dead letters carried it, the
+// sequence its message id ("dead:<sink>:<seq>") names.
+func deadEventID(h nats.Header) string {
+	if id := h.Get(hdrEventID); id != "" {
+		return id
+	}
+	parts := strings.Split(h.Get(jetstream.MsgIDHeader), ":")
+	if len(parts) == 3 && parts[0] == "dead" {
+		return parts[2]
+	}
+	return ""
+}

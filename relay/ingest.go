@@ -144,6 +144,12 @@ func (h *ingestHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	matched := h.route(routes, env, &ev)
 	start := time.Now()
 	dup, err := h.store.Append(r.Context(), ev)
+	if errors.Is(err, ErrStoreFull) {
+		// The store guard logs the episode; the sender retries.
+		w.Header().Set("Retry-After", retryAfterSeconds)
+		h.answer(w, src.name, http.StatusServiceUnavailable, errorBody("store full, retry later"))
+		return
+	}
 	if err != nil {
 		h.log.Error("store append failed", "source", src.name, "msg_id", msgID, "err", err)
 		w.Header().Set("Retry-After", retryAfterSeconds)

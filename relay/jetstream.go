@@ -8,9 +8,12 @@ import (
 	"fmt"
 	"log/slog"
 	"maps"
+	"math"
 	"os"
 	"slices"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
@@ -57,6 +60,24 @@ type jsStore struct {
 	js     jetstream.JetStream
 	events jetstream.Stream
 	dead   jetstream.Stream
+	// history holds the ids and trail streams (history.go); trailw
+	// stores the delivery trail (trail.go).
+	history *history
+	trailw  *trailWriter
+	// full is set by the store guard while nothing more may be stored;
+	// room is what Append may still add before the guard's next look, and
+	// kick asks for that look early (storeguard.go).
+	full   atomic.Bool
+	room   atomic.Int64
+	kick   chan struct{}
+	passed atomic.Pointer[chan struct{}] // closed when the guard ends a round
+	// refused is set when an event did not fit even after a round; wanted
+	// is the room the last event that did not fit asked for.
+	refused atomic.Bool
+	wanted  atomic.Int64
+	// failingSince is when Append started failing (Unix ns), 0 while it
+	// succeeds.
+	failingSince atomic.Int64
 
 	// gsync, with sync: always in embedded mode, makes each accepted event
 	// durable before Append returns, one filesystem sync per group of
@@ -82,7 +103,10 @@ const maxStoreMessage = 64 << 20
 // carries messages of maxBody bytes plus headerRoom, so that a body at
 // server.max_body_bytes is stored, and dead-lettered, whole.
 func openJetStream(ctx context.Context, cfg StorageConfig, maxBody int64, log *slog.Logger) (*jsStore, error) {
-	s := &jsStore{cfg: cfg, log: log}
+	s := &jsStore{cfg: cfg, log: log, kick: make(chan struct{}, 1)}
+	s.room.Store(math.MaxInt64) // until the store guard's first look
+	passed := make(chan struct{})
+	s.passed.Store(&passed)
 	var err error
 	if cfg.URL == "" {
 		if err := os.MkdirAll(cfg.Dir, 0o750); err != nil {
@@ -103,15 +127,16 @@ func openJetStream(ctx context.Context, cfg StorageConfig, maxBody int64, log *s
 			}
 		}
 		s.ns, err = server.NewServer(&server.Options{
-			ServerName:   "relay-embedded",
-			JetStream:    true,
-			StoreDir:     cfg.Dir,
-			DontListen:   true,
-			NoSigs:       true,
-			NoLog:        true,
-			SyncAlways:   syncAlways,
-			SyncInterval: syncInterval,
-			MaxPayload:   int32(max(maxBody+headerRoom, 1<<20)),
+			ServerName:        "relay-embedded",
+			JetStream:         true,
+			JetStreamMaxStore: jetStreamMaxStore(cfg.MaxBytes),
+			StoreDir:          cfg.Dir,
+			DontListen:        true,
+			NoSigs:            true,
+			NoLog:             true,
+			SyncAlways:        syncAlways,
+			SyncInterval:      syncInterval,
+			MaxPayload:        int32(max(maxBody+headerRoom, 1<<20)),
 		})
 		if err != nil {
 			return nil, fmt.Errorf("embedded nats: %w", err)
@@ -151,24 +176,43 @@ func openJetStream(ctx context.Context, cfg StorageConfig, maxBody int64, log *s
 	return s, nil
 }
 
+// jetStreamMaxStore is the embedded server's own cap on what it stores:
+// storage.max_bytes and a quarter more (64 MiB at least), for what the
+// store guard lets in between two of its rounds (storeguard.go keeps the store to max_bytes and
+// to the disk's room). Left to itself the server would take three quarters
+// of the disk space free at start, which, after a restart on a store that
+// has grown, can be less than what it already holds, and it would then
+// refuse every write. 0 (no max_bytes) leaves the server's default.
+func jetStreamMaxStore(maxBytes ByteSize) int64 {
+	if maxBytes <= 0 {
+		return 0
+	}
+	return int64(maxBytes) + max(int64(maxBytes)/4, 64<<20)
+}
+
 // setupTimeout bounds one setup request: a stream or consumer created,
 // updated, looked up or listed. A cluster leaves some requests unanswered
 // for good: those its meta leader receives during a leader election, and
 // one of two identical stream creations sent by relays starting at the same
 // moment. Waiting on such a request for the whole start budget made
 // start-up hang and give up, so each request gets this long and is sent
-// again (see retrySetup).
-const setupTimeout = 2 * time.Second
+// again (see retrySetup). The first try gets setupFirstTry: a cluster
+// answers a setup request in milliseconds, or not at all.
+const (
+	setupTimeout  = 2 * time.Second
+	setupFirstTry = 500 * time.Millisecond
+)
 
-// retrySetup runs op, each try bounded by setupTimeout, until it succeeds
-// or ctx is done. In cluster mode every failure is tried again after a
+// retrySetup runs op, each try bounded by setupFirstTry, then twice as long
+// up to setupTimeout, until it succeeds or ctx is done. In cluster mode every failure is tried again after a
 // backoff (peers may still be starting, electing a leader or placing the
 // streams); an embedded server answers at once, so its first answer is
 // final.
 func (s *jsStore) retrySetup(ctx context.Context, what string, op func(context.Context) error) error {
-	wait := 100 * time.Millisecond
+	wait, try := 100*time.Millisecond, setupFirstTry
 	for {
-		tryCtx, cancel := context.WithTimeout(ctx, setupTimeout)
+		tryCtx, cancel := context.WithTimeout(ctx, try)
+		try = min(2*try, setupTimeout)
 		err := op(tryCtx)
 		cancel()
 		if err == nil || s.cfg.URL == "" {
@@ -196,13 +240,14 @@ func (s *jsStore) ensureStreams(ctx context.Context) error {
 	}
 	events := jetstream.StreamConfig{
 		Name:        eventsStream,
-		Description: "accepted webhooks, kept until every sink routed to has delivered or dead-lettered them",
+		Description: "accepted webhooks: the sinks' queues and history, trimmed by the relay, never before every sink routed to has delivered or dead-lettered them",
 		Subjects:    []string{routedSubject + ">", eventsSubject + ">", replaySubject + ">"},
-		Retention:   jetstream.InterestPolicy,
+		Retention:   jetstream.LimitsPolicy,
 		Storage:     jetstream.FileStorage,
 		Replicas:    replicas,
 		Duplicates:  s.cfg.DedupeWindow,
 		Discard:     jetstream.DiscardOld,
+		AllowDirect: true, // listings read it in batches (directget.go)
 	}
 	dead := jetstream.StreamConfig{
 		Name:        deadStream,
@@ -214,12 +259,28 @@ func (s *jsStore) ensureStreams(ctx context.Context) error {
 		Duplicates:  10 * time.Minute,
 		AllowDirect: true,
 	}
-	var err error
-	if s.events, err = s.ensureStream(ctx, events); err != nil {
+	sts, err := s.ensureStreamsTogether(ctx, append([]jetstream.StreamConfig{events, dead}, historyStreams(s.cfg, replicas)...))
+	if err != nil {
 		return err
 	}
-	s.dead, err = s.ensureStream(ctx, dead)
-	return err
+	s.events, s.dead = sts[0], sts[1]
+	return s.ensureHistory(ctx, sts[2], sts[3])
+}
+
+// ensureStreamsTogether ensures every stream of cfgs at once: in a cluster,
+// relays starting together make concurrent requests for the same stream,
+// some of which the cluster leaves unanswered until they time out and are
+// retried, so one round of timeouts for all of them is better than one per
+// stream.
+func (s *jsStore) ensureStreamsTogether(ctx context.Context, cfgs []jetstream.StreamConfig) ([]jetstream.Stream, error) {
+	sts := make([]jetstream.Stream, len(cfgs))
+	errs := make([]error, len(cfgs))
+	var wg sync.WaitGroup
+	for i, cfg := range cfgs {
+		wg.Go(func() { sts[i], errs[i] = s.ensureStream(ctx, cfg) })
+	}
+	wg.Wait()
+	return sts, errors.Join(errs...)
 }
 
 func (s *jsStore) ensureStream(ctx context.Context, cfg jetstream.StreamConfig) (jetstream.Stream, error) {
@@ -281,6 +342,14 @@ func (s *jsStore) consumerNames(ctx context.Context) ([]string, error) {
 // acknowledgement. The message id <source>:<msg id> makes JetStream drop a
 // repeat within the dedupe window.
 func (s *jsStore) Append(ctx context.Context, e Event) (bool, error) {
+	if s.seenBefore(e.Source, e.MsgID) {
+		// Accepted before a restart: the events stream's own window
+		// remembers only the events it still holds.
+		return true, nil
+	}
+	if !s.admit(ctx, len(e.Body)) {
+		return false, ErrStoreFull
+	}
 	// The header keys are in canonical form already: set the map directly
 	// rather than through Header.Set, which canonicalises each key.
 	// The source and the sender's id travel in the JetStream message id
@@ -302,13 +371,22 @@ func (s *jsStore) Append(ctx context.Context, e Event) (bool, error) {
 	} else {
 		reply, err = s.nc.RequestMsg(m, publishTimeout) // a pooled timer, no context per event
 	}
-	if err != nil {
-		return false, fmt.Errorf("%w: %w", ErrStoreUnavailable, err)
+	if err == nil {
+		var dup bool
+		if dup, err = parsePubAck(reply.Data); err == nil {
+			if s.failingSince.Load() != 0 {
+				s.failingSince.Store(0)
+			}
+			return s.synced(ctx, dup)
+		}
 	}
-	dup, err := parsePubAck(reply.Data)
-	if err != nil {
-		return false, fmt.Errorf("%w: %w", ErrStoreUnavailable, err)
-	}
+	s.failingSince.CompareAndSwap(0, time.Now().UnixNano())
+	return false, fmt.Errorf("%w: %w", ErrStoreUnavailable, err)
+}
+
+// synced waits, with group commit, for the accepted event to be on stable
+// storage, and returns dup.
+func (s *jsStore) synced(ctx context.Context, dup bool) (bool, error) {
 	if s.gsync != nil {
 		// Also for a duplicate: the first copy may still be unsynced.
 		if err := s.gsync.wait(ctx); err != nil {
@@ -396,6 +474,12 @@ func (s *jsStore) Ready(ctx context.Context) error {
 
 // close flushes and closes the connection and stops the embedded server.
 func (s *jsStore) close() {
+	if s.history != nil && s.history.follow != nil {
+		s.history.follow.Stop()
+	}
+	if s.trailw != nil {
+		s.trailw.close() // before the connection's last flush
+	}
 	if s.nc != nil {
 		_ = s.nc.FlushTimeout(5 * time.Second)
 		s.nc.Close()

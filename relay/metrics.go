@@ -25,6 +25,11 @@ type Metrics struct {
 	// Deliveries giving way to a busy ingest (server.ingest_priority).
 	Yielding   *prometheus.GaugeVec
 	YieldTotal *prometheus.CounterVec
+	// The store's size against storage.max_bytes, and history.
+	StoreBytes     prometheus.Gauge
+	StoreMaxBytes  prometheus.Gauge
+	HistoryEvents  prometheus.Gauge
+	HistoryEvicted prometheus.Counter
 	// BreakerOpen is 1 while a sink's breaker holds its deliveries back.
 	BreakerOpen *prometheus.GaugeVec
 	// Expectation timers open now (read from the store at each scrape) and
@@ -99,6 +104,22 @@ func NewMetrics() *Metrics {
 			Name: "relay_delivery_yield_seconds_total",
 			Help: "Time deliveries spent waiting for a busy ingest to ease (server.ingest_priority), by sink.",
 		}, []string{"sink"}),
+		StoreBytes: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "relay_store_bytes",
+			Help: "Bytes the store holds: undelivered events, history, dead letters, dedupe ids and the delivery trail.",
+		}),
+		StoreMaxBytes: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "relay_store_max_bytes",
+			Help: "storage.max_bytes: at 90% of it history is given up early, at 95% (nothing left to give up) ingest answers 503.",
+		}),
+		HistoryEvents: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "relay_history_events",
+			Help: "Events in history (storage.history).",
+		}),
+		HistoryEvicted: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "relay_history_evicted_total",
+			Help: "Delivered events that left history before storage.history because the store neared storage.max_bytes.",
+		}),
 		BreakerOpen: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "relay_sink_breaker_open",
 			Help: "1 while the sink's breaker is open (no deliveries but a probe after the cooldown), else 0, by sink.",
@@ -119,6 +140,7 @@ func NewMetrics() *Metrics {
 		m.ConfigReloadOK, m.ConfigReloadTime, m.IngestStoreLatency,
 		m.Yielding, m.YieldTotal, m.BreakerOpen,
 		m.ExpectationsOpen, m.ExpectationsMissed, m.SlackMessages,
+		m.StoreBytes, m.StoreMaxBytes, m.HistoryEvents, m.HistoryEvicted,
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	)

@@ -15,13 +15,11 @@ import (
 	"github.com/relay-dev/relay/rules"
 )
 
-// defaultHistory is how long the relay remembers an object's latest state
-// after its last event. It stands for storage.history until that key
-// exists: objectHistory is the one place to read the key instead.
-const defaultHistory = 168 * time.Hour
-
-// objectHistory is how long object state is kept under cfg.
-func objectHistory(StorageConfig) time.Duration { return defaultHistory }
+// objectHistory is how long the relay remembers an object's latest state
+// (and a sink's state: a Slack thread, an open group) after its last event
+// under cfg: as long as history, and at least the dedupe window (an event
+// Svix delivers late must still be compared with its object's state).
+func objectHistory(cfg StorageConfig) time.Duration { return max(cfg.History, cfg.DedupeWindow) }
 
 // objectsBucket is the key-value bucket (stream KV_relay_objects) that
 // keeps each object's latest state.

@@ -31,11 +31,11 @@ func benchObjects(b *testing.B) *objects {
 		b.Fatal(err)
 	}
 	b.Cleanup(s.close)
-	kv, err := s.openObjects(ctx, defaultHistory)
+	kv, err := s.openObjects(ctx, 168*time.Hour)
 	if err != nil {
 		b.Fatal(err)
 	}
-	o := newObjects(s.js, kv, defaultHistory, time.Now, discardLogger())
+	o := newObjects(s.js, kv, 168*time.Hour, time.Now, discardLogger())
 	if err := o.load(ctx, false); err != nil {
 		b.Fatal(err)
 	}
@@ -87,7 +87,7 @@ func benchObjectStateNew(b *testing.B, complete bool) {
 }
 
 func BenchmarkObjectStateMemory(b *testing.B) {
-	o := newObjects(nil, nil, defaultHistory, time.Now, discardLogger())
+	o := newObjects(nil, nil, 168*time.Hour, time.Now, discardLogger())
 	o.max = b.N + 1
 	envs := make([]*rules.Env, b.N)
 	at := time.Now()

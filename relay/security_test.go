@@ -472,7 +472,7 @@ func TestIdleConnectionsHoldLittleMemory(t *testing.T) {
 	eventually(t, 30*time.Second, "the accepted connections' handlers reading their bodies", func() bool {
 		return h.srv.ingest.reading.Load() == accepted
 	})
-	grew := float64(heap()-before) / (1 << 20)
+	grew := (float64(heap()) - float64(before)) / (1 << 20) // it may shrink: background work settles
 	t.Logf("5,000 idle connections each declaring 1 MiB (%d accepted): heap grew %.1f MiB (%.1f KiB per accepted connection)", accepted, grew, grew*1024/float64(accepted))
 	if grew >= 50 {
 		t.Errorf("heap grew %.1f MiB, want under 50", grew)

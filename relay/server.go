@@ -45,6 +45,8 @@ type Server struct {
 	cfg    atomic.Pointer[Config]
 	store  *jsStore
 	engine *engine
+	bg     context.CancelFunc
+	bgWG   sync.WaitGroup // background store tasks, ended by bg
 	ingest *ingestHandler
 	timers *timers     // expectation timers
 	load   *ingestLoad // shared by ingest and the delivery workers
@@ -121,6 +123,15 @@ func (s *Server) Start(ctx context.Context) (err error) {
 	if err != nil {
 		return err
 	}
+	bgCtx, bg := context.WithCancel(context.Background())
+	s.bg = bg
+	s.store.expireSeen(bgCtx, &s.bgWG)
+	s.store.startGuard(bgCtx, &s.bgWG, s.log, s.metrics, s.opts.Now, func(err error) {
+		select {
+		case s.serveErr <- err:
+		default:
+		}
+	})
 	s.engine = newEngine(s.store, s.log, s.metrics, s.opts.Now, cfg.Storage.AckWait, s.load)
 	if err := s.engine.apply(ctx, cfg, built); err != nil {
 		return err
@@ -251,7 +262,8 @@ func (s *Server) serve(srv *http.Server, ln net.Listener) {
 	}
 }
 
-// Err reports a listener that failed while serving.
+// Err reports a listener that failed while serving, or an embedded store
+// that stopped (the disk filled up): the relay cannot go on either way.
 func (s *Server) Err() <-chan error { return s.serveErr }
 
 // IngestAddr is the ingest listener's address (useful with port 0).
@@ -380,6 +392,10 @@ func (s *Server) stop(ctx context.Context) error {
 		}
 	} else if s.adminLn != nil {
 		_ = s.adminLn.Close()
+	}
+	if s.bg != nil {
+		s.bg()
+		s.bgWG.Wait()
 	}
 	if s.store != nil {
 		s.store.close()

@@ -77,12 +77,15 @@ func (s *Server) adoptSharedConfig(ctx context.Context, local *Config) (*Config,
 	}
 	s.shared = &sharedConfig{kv: kv, appliedCh: make(chan struct{}, 1)}
 	var entry jetstream.KeyValueEntry
+	var created uint64 // the revision of this relay's file, stored as the cluster's
 	err = s.store.retrySetup(ctx, "read the shared config", func(ctx context.Context) (err error) {
 		entry, err = kv.Get(ctx, configKey)
 		if errors.Is(err, jetstream.ErrKeyNotFound) {
 			// None yet: this relay's file becomes the cluster's, unless
-			// another relay starting now stored its own first.
-			if _, err = kv.Create(ctx, configKey, data); errors.Is(err, jetstream.ErrKeyExists) {
+			// another relay starting now stored its own first (read it;
+			// a replica that has not caught up yet answers "not found",
+			// and the request is retried).
+			if created, err = kv.Create(ctx, configKey, data); errors.Is(err, jetstream.ErrKeyExists) {
 				entry, err = kv.Get(ctx, configKey)
 			}
 		}
@@ -93,11 +96,7 @@ func (s *Server) adoptSharedConfig(ctx context.Context, local *Config) (*Config,
 	}
 	if entry == nil {
 		s.log.Info("no shared config in the cluster yet: this relay's file is now the cluster's")
-		rev, err := kv.Get(ctx, configKey)
-		if err != nil {
-			return nil, fmt.Errorf("shared config: %w", err)
-		}
-		s.shared.applied = rev.Revision()
+		s.shared.applied = created
 		return local, nil
 	}
 	cfg, err := s.sharedToLocal(entry, local)

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"strings"
 	"sync"
-	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
@@ -17,12 +16,6 @@ import (
 
 // sinkStateBucket is the JetStream KV bucket behind sinks.State.
 const sinkStateBucket = "RELAY_SINK_STATE"
-
-// SinkStateTTL is how long a sink's state entry (a Slack thread, an open
-// group) lives after its last write. It stands for storage.history, which
-// this relay does not have yet: an event older than that is not threaded
-// with its predecessors.
-const SinkStateTTL = 168 * time.Hour
 
 // withCompile gives reg's sinks the rules package's string expressions
 // (sinks.Env.CompileString) unless its Env has them already.
@@ -86,7 +79,7 @@ func (k *kvState) open(ctx context.Context) (sinks.State, error) {
 		k.kv, err = k.store.js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
 			Bucket:      sinkStateBucket,
 			Description: "sink state: Slack threads and groups",
-			TTL:         SinkStateTTL,
+			TTL:         objectHistory(k.store.cfg), // an event older than that is not threaded with its predecessors
 			Replicas:    replicas,
 			Storage:     jetstream.FileStorage,
 		})

@@ -25,11 +25,24 @@ type adminClient struct {
 }
 
 func (c *adminClient) do(method, path string, query url.Values) ([]byte, error) {
+	return c.send(method, path, query, nil)
+}
+
+// send is do with a JSON request body (nil: none). A 400 about a where
+// expression is a usage error (exit 2).
+func (c *adminClient) send(method, path string, query url.Values, body []byte) ([]byte, error) {
 	u := strings.TrimRight(c.base, "/") + path
 	if len(query) > 0 {
 		u += "?" + query.Encode()
 	}
-	req, err := http.NewRequest(method, u, nil)
+	var rd io.Reader
+	if body != nil {
+		rd = bytes.NewReader(body)
+	}
+	req, err := http.NewRequest(method, u, rd)
+	if body != nil && err == nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
 	if err != nil {
 		return nil, usageErr("--admin: %v", err)
 	}
@@ -41,7 +54,7 @@ func (c *adminClient) do(method, path string, query url.Values) ([]byte, error) 
 		return nil, &exitError{code: 1, err: fmt.Errorf("admin API: %w", err)}
 	}
 	defer resp.Body.Close()
-	body, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
+	answer, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
 	if err != nil {
 		return nil, &exitError{code: 1, err: fmt.Errorf("admin API: %w", err)}
 	}
@@ -49,31 +62,42 @@ func (c *adminClient) do(method, path string, query url.Values) ([]byte, error) 
 		var e struct {
 			Error string `json:"error"`
 		}
-		_ = json.Unmarshal(body, &e)
+		_ = json.Unmarshal(answer, &e)
 		if e.Error == "" {
-			e.Error = strings.TrimSpace(string(body))
+			e.Error = strings.TrimSpace(string(answer))
 		}
-		return nil, &exitError{code: 1, err: fmt.Errorf("admin API: %s: %s", resp.Status, e.Error)}
+		code := 1
+		if resp.StatusCode == http.StatusBadRequest && strings.HasPrefix(e.Error, "where: ") {
+			code = 2
+		}
+		return nil, &exitError{code: code, err: fmt.Errorf("admin API: %s: %s", resp.Status, e.Error)}
 	}
-	return body, nil
+	return answer, nil
 }
 
-func dlqCommand() *cobra.Command {
-	c := &adminClient{http: &http.Client{Timeout: 30 * time.Second}}
-	cmd := &cobra.Command{
-		Use:   "dlq",
-		Short: "Inspect, replay and purge dead letters of a running relay",
-		PersistentPreRunE: func(cmd *cobra.Command, _ []string) error {
-			if c.token == "" {
-				c.token = os.Getenv("RELAY_ADMIN_TOKEN")
-			}
-			return nil
-		},
+// adminCommand is a command that talks to a running relay's admin API
+// (--admin, --token or $RELAY_ADMIN_TOKEN), through the client it returns.
+func adminCommand(cmd *cobra.Command) *adminClient {
+	c := &adminClient{http: &http.Client{Timeout: 5 * time.Minute}}
+	cmd.PersistentPreRunE = func(*cobra.Command, []string) error {
+		if c.token == "" {
+			c.token = os.Getenv("RELAY_ADMIN_TOKEN")
+		}
+		return nil
 	}
 	cmd.PersistentFlags().StringVar(&c.base, "admin", "http://127.0.0.1:9090", "the relay's admin URL")
 	cmd.PersistentFlags().StringVar(&c.token, "token", "", "admin token (default: $RELAY_ADMIN_TOKEN)")
+	return c
+}
 
-	var sink string
+func dlqCommand() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "dlq",
+		Short: "Inspect, replay and purge dead letters of a running relay",
+	}
+	c := adminCommand(cmd)
+
+	var sink, where string
 	var asJSON bool
 	var limit int
 	list := &cobra.Command{
@@ -85,6 +109,9 @@ func dlqCommand() *cobra.Command {
 			q := url.Values{}
 			if sink != "" {
 				q.Set("sink", sink)
+			}
+			if where != "" {
+				q.Set("where", where)
 			}
 			q.Set("limit", "1000")
 			for {
@@ -122,6 +149,7 @@ func dlqCommand() *cobra.Command {
 		},
 	}
 	list.Flags().StringVar(&sink, "sink", "", "only this sink's dead letters")
+	list.Flags().StringVar(&where, "where", "", "only the dead letters this expression matches (the rule names plus sink, last_error, attempts)")
 	list.Flags().BoolVar(&asJSON, "json", false, "print JSON")
 	list.Flags().IntVar(&limit, "limit", 0, "print at most this many (0: all)")
 
@@ -156,27 +184,34 @@ func dlqCommand() *cobra.Command {
 	return cmd
 }
 
-// bulkCommand builds "replay" and "purge": by ids, or --all [--sink S].
+// bulkCommand builds "replay" and "purge": by ids, or --all or --where
+// EXPR [--sink S].
 func bulkCommand(c *adminClient, name, done, short, method string, onePath func(string) string, allPath string) *cobra.Command {
 	var all bool
-	var sink string
+	var sink, where string
 	cmd := &cobra.Command{
-		Use:   name + " ID...|--all [--sink S]",
+		Use:   name + " ID...|--all|--where EXPR [--sink S]",
 		Short: short,
 		RunE: func(cmd *cobra.Command, ids []string) error {
+			many := all || where != ""
 			switch {
-			case all && len(ids) > 0:
+			case all && where != "":
+				return usageErr("%s: give --all or --where, not both", name)
+			case many && len(ids) > 0:
 				return usageErr("%s: give ids or --all, not both", name)
-			case !all && len(ids) == 0:
+			case !many && len(ids) == 0:
 				return usageErr("%s: give dead-letter ids or --all", name)
-			case !all && sink != "":
+			case !many && sink != "":
 				return usageErr("%s: --sink goes with --all", name)
 			}
 			out := cmd.OutOrStdout()
-			if all {
+			if many {
 				q := url.Values{}
 				if sink != "" {
 					q.Set("sink", sink)
+				}
+				if where != "" {
+					q.Set("where", where)
 				}
 				body, err := c.do(method, allPath, q)
 				if err != nil {
@@ -201,7 +236,8 @@ func bulkCommand(c *adminClient, name, done, short, method string, onePath func(
 		},
 	}
 	cmd.Flags().BoolVar(&all, "all", false, "every dead letter (of --sink, if given)")
-	cmd.Flags().StringVar(&sink, "sink", "", "with --all: only this sink's dead letters")
+	cmd.Flags().StringVar(&where, "where", "", "every dead letter this expression matches (of --sink, if given)")
+	cmd.Flags().StringVar(&sink, "sink", "", "with --all or --where: only this sink's dead letters")
 	return cmd
 }
 

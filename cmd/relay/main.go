@@ -94,6 +94,8 @@ func rootCommand(stdout, stderr io.Writer) *cobra.Command {
 		testCommand(),
 		sendCommand(),
 		dlqCommand(),
+		eventsCommand(),
+		backtestCommand(),
 		versionCommand(),
 	)
 	return root

@@ -83,7 +83,7 @@ func serveCommand() *cobra.Command {
 					_ = srv.Reload(context.Background())
 					continue
 				case err := <-srv.Err():
-					log.Error("listener failed; shutting down", "err", err)
+					log.Error("serving failed; shutting down", "err", err)
 					_ = srv.Stop(context.Background())
 					return errFailed
 				case <-ctx.Done():

@@ -1,0 +1,229 @@
+package relay
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// The delivery trail: per event and sink, how its delivery went. A worker
+// records each attempt it settles as one line of the stream RELAY_TRAIL
+// (trailWriter stores the lines a batch at a time), without waiting for the
+// store: the trail may lag a crash by a moment (the event and its delivery
+// state in the store do not). The
+// records of trailBucket consecutive event ids share one subject,
+// relay.trail.<id / trailBucket>: JetStream keeps an index entry in memory
+// per subject (BenchmarkSubjectIndexMemory; docs/benchmarks.md), so a
+// subject per event and sink would cost more memory than the dedupe window
+// itself; reading an event's trail reads its bucket. The stream expires
+// with history.
+
+const (
+	trailStream  = "RELAY_TRAIL"
+	trailSubject = "relay.trail."
+	trailBucket  = 256
+	hdrEventID   = "Relay-Event-Id" // a replay's or dead letter's event id
+)
+
+// Delivery statuses of a sink in an event's trail.
+const (
+	StatusPending      = "pending"
+	StatusRetrying     = "retrying"
+	StatusDelivered    = "delivered"
+	StatusDeadLettered = "dead_lettered"
+)
+
+// SinkTrail is one sink's delivery of an event, as the events API shows it.
+type SinkTrail struct {
+	// Status is pending (no attempt settled yet), retrying, delivered or
+	// dead_lettered.
+	Status string `json:"status"`
+	// Attempts is the number of attempts made, 0 while pending; while
+	// retrying, as of the last recorded attempt (1, 2, 4, 8, ...).
+	Attempts int `json:"attempts"`
+	// LastError is the last failed attempt's error, "" if none failed.
+	LastError string `json:"last_error"`
+	// LastAttemptAt is when the last attempt was settled; absent while
+	// pending.
+	LastAttemptAt *time.Time `json:"last_attempt_at,omitempty"`
+}
+
+// trailSubjectOf is the subject of event id's records.
+func trailSubjectOf(id uint64) string {
+	return trailSubject + strconv.FormatUint(id/trailBucket, 10)
+}
+
+// trailLine is a record: "<id> <sink> <status> <attempts> <unix ns> <error>".
+func trailLine(id uint64, sink, status string, attempts int, at time.Time, errText string) []byte {
+	return fmt.Appendf(nil, "%d %s %s %d %d %s", id, sink, status, attempts, at.UnixNano(), oneLine(errText, 512))
+}
+
+// parseTrailLine reads a record.
+func parseTrailLine(b []byte) (id uint64, sink string, st SinkTrail, ok bool) {
+	f := strings.SplitN(string(b), " ", 6)
+	if len(f) != 6 {
+		return 0, "", st, false
+	}
+	id, err1 := strconv.ParseUint(f[0], 10, 64)
+	attempts, err2 := strconv.Atoi(f[3])
+	ns, err3 := strconv.ParseInt(f[4], 10, 64)
+	if err1 != nil || err2 != nil || err3 != nil {
+		return 0, "", st, false
+	}
+	at := time.Unix(0, ns).UTC()
+	return id, f[1], SinkTrail{Status: f[2], Attempts: attempts, LastError: f[5], LastAttemptAt: &at}, true
+}
+
+// eventIDOf is the id of the event msg delivers: a replay's Relay-Event-Id,
+// else msg's own sequence in the events stream.
+func eventIDOf(msg jetstream.Msg) uint64 {
+	if id, err := strconv.ParseUint(msg.Headers().Get(hdrEventID), 10, 64); err == nil {
+		return id
+	}
+	if md, err := msg.Metadata(); err == nil {
+		return md.Sequence.Stream
+	}
+	return 0
+}
+
+// recordTrail notes the settled outcome of the attempt at delivering msg to
+// sink: status, with the attempt count, and the error for a failure. A
+// worker calls it as it settles; it does not wait for the store. Of the
+// attempts to be retried only the 1st, 2nd, 4th, 8th... are recorded, so
+// that a sink down for a day adds a few records per event, not one per
+// retry; the outcome always is.
+func (s *jsStore) recordTrail(sink string, msg jetstream.Msg, attempts int, status, attemptErr string) {
+	if s.trailw == nil || (status == StatusRetrying && attempts&(attempts-1) != 0) {
+		return
+	}
+	id := eventIDOf(msg)
+	if id == 0 {
+		return
+	}
+	s.trailw.add(trailSubjectOf(id), trailLine(id, sink, status, attempts, time.Now(), attemptErr))
+}
+
+// trailWriter gathers trail records and stores them a batch at a time, one
+// message per subject (trailBucket consecutive events) with a record per
+// line, without waiting for the store: one store write per subject and
+// batch instead of one per delivery.
+type trailWriter struct {
+	nc *nats.Conn
+
+	mu    sync.Mutex
+	lines map[string][]byte // subject -> records, each ending in '\n'
+	size  int
+
+	kick chan struct{}
+	stop chan struct{}
+	done chan struct{}
+}
+
+// Batches are stored every trailFlushEvery, or as soon as trailFlushBytes
+// are waiting.
+const (
+	trailFlushEvery = 50 * time.Millisecond
+	trailFlushBytes = 64 << 10
+)
+
+func newTrailWriter(nc *nats.Conn) *trailWriter {
+	w := &trailWriter{nc: nc, lines: map[string][]byte{}, kick: make(chan struct{}, 1), stop: make(chan struct{}), done: make(chan struct{})}
+	go w.run()
+	return w
+}
+
+func (w *trailWriter) add(subject string, line []byte) {
+	w.mu.Lock()
+	w.lines[subject] = append(append(w.lines[subject], line...), '\n')
+	w.size += len(line) + 1
+	full := w.size >= trailFlushBytes
+	w.mu.Unlock()
+	if full {
+		select {
+		case w.kick <- struct{}{}:
+		default:
+		}
+	}
+}
+
+func (w *trailWriter) run() {
+	defer close(w.done)
+	t := time.NewTicker(trailFlushEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-w.stop:
+			w.flush()
+			return
+		case <-t.C:
+		case <-w.kick:
+		}
+		w.flush()
+	}
+}
+
+// flush stores what is waiting.
+func (w *trailWriter) flush() {
+	w.mu.Lock()
+	if w.size == 0 {
+		w.mu.Unlock()
+		return
+	}
+	lines := w.lines
+	w.lines, w.size = make(map[string][]byte, len(lines)), 0
+	w.mu.Unlock()
+	for subject, b := range lines {
+		_ = w.nc.Publish(subject, b)
+	}
+}
+
+// close stores what is waiting and stops the writer.
+func (w *trailWriter) close() {
+	close(w.stop)
+	<-w.done
+}
+
+// trails returns the recorded trail of each of ids, per sink: the latest
+// record of each. It reads each bucket once.
+func (s *jsStore) trails(ctx context.Context, ids []uint64) (map[uint64]map[string]SinkTrail, error) {
+	want := make(map[uint64]bool, len(ids))
+	buckets := map[uint64]bool{}
+	for _, id := range ids {
+		want[id] = true
+		buckets[id/trailBucket] = true
+	}
+	out := make(map[uint64]map[string]SinkTrail, len(ids))
+	for b := range buckets {
+		subj := trailSubject + strconv.FormatUint(b, 10)
+		seq := uint64(1)
+		for {
+			next, err := s.directMany(ctx, trailStream, directRequest{Seq: seq, NextFor: subj, Batch: 4096, MaxBytes: directBatchBytes}, func(m *storedMsg) bool {
+				for line := range bytes.Lines(m.Data) {
+					id, sink, st, ok := parseTrailLine(bytes.TrimSuffix(line, []byte("\n")))
+					if ok && want[id] {
+						if out[id] == nil {
+							out[id] = map[string]SinkTrail{}
+						}
+						out[id][sink] = st // records are in order: the last wins
+					}
+				}
+				return true
+			})
+			if err != nil {
+				return nil, err
+			}
+			if next == 0 || next == seq {
+				break
+			}
+			seq = next
+		}
+	}
+	return out, nil
+}
