@@ -7,7 +7,6 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
-	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -121,19 +120,8 @@ func startHarness(t *testing.T, tr *testRegistry, yaml string, prepare ...func(*
 // post sends a signed event and returns the status code and answer.
 func (h *harness) post(id, body string) (int, string) {
 	h.t.Helper()
-	now := time.Now()
-	sig, _ := h.wh.Sign(id, now, []byte(body))
-	req, _ := http.NewRequest(http.MethodPost, "http://"+h.srv.IngestAddr()+"/webhooks/recall", strings.NewReader(body))
-	req.Header.Set("svix-id", id)
-	req.Header.Set("svix-timestamp", strconv.FormatInt(now.Unix(), 10))
-	req.Header.Set("svix-signature", sig)
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		h.t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	return resp.StatusCode, string(b)
+	code, answer := h.postRaw(id, body)
+	return code, answer.body
 }
 
 func (h *harness) mustAccept(id, body string) {
