@@ -23,7 +23,7 @@ const Channel = "C0CHANNEL"
 type Call struct {
 	Method   string // chat.postMessage, chat.update
 	Channel  string
-	TS       string // chat.update: the message updated
+	TS       string // the message's ts: the one s gave it (post, reply) or the one updated
 	ThreadTS string // chat.postMessage: the thread replied in, "" for a new message
 	Text     string
 	Blocks   string // JSON, as sent
@@ -99,12 +99,11 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 	if s.fail != nil && s.fail(c, w) {
 		return
 	}
-	s.calls = append(s.calls, c)
-	ts := c.TS
 	if c.Method == "chat.postMessage" {
 		s.posts++
-		ts = fmt.Sprintf("1700000000.%06d", s.posts)
+		c.TS = fmt.Sprintf("1700000000.%06d", s.posts)
 	}
+	s.calls = append(s.calls, c)
 	w.Header().Set("Content-Type", "application/json")
-	fmt.Fprintf(w, `{"ok":true,"channel":%q,"ts":%q}`, Channel, ts)
+	fmt.Fprintf(w, `{"ok":true,"channel":%q,"ts":%q}`, Channel, c.TS)
 }
