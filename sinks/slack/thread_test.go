@@ -3,6 +3,7 @@ package slack
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"strings"
@@ -226,6 +227,68 @@ func TestThreadOutOfOrder(t *testing.T) {
 		}
 	}
 	checkFinalState(t, last)
+}
+
+// flakyState fails the first fails Updates with a store error, after
+// storing the value when stored is set (a write whose answer was lost).
+type flakyState struct {
+	*memState
+	mu     sync.Mutex
+	fails  int
+	stored bool
+}
+
+func (f *flakyState) Update(ctx context.Context, key string, value []byte, rev uint64) (uint64, error) {
+	f.mu.Lock()
+	fail := f.fails > 0
+	if fail {
+		f.fails--
+	}
+	f.mu.Unlock()
+	if !fail {
+		return f.memState.Update(ctx, key, value, rev)
+	}
+	if f.stored {
+		_, _ = f.memState.Update(ctx, key, value, rev)
+	}
+	return 0, errors.New("nats: timeout")
+}
+
+// TestThreadParentRecordedThroughStoreErrors: a store error when a posted
+// parent is recorded (a NATS election) does not leave the thread
+// unrecorded, which would start a second thread for the key: the record
+// is tried again, and a write stored whose answer was lost counts.
+func TestThreadParentRecordedThroughStoreErrors(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		fails  int
+		stored bool
+	}{
+		{"writes failed", 2, false},
+		{"answer lost", 1, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			f := slacktest.New(t)
+			sk := threadSink(t, f, &flakyState{memState: newMemState(), fails: tc.fails, stored: tc.stored}, nil)
+			for _, d := range recordingLife()[:3] {
+				if err := sk.Send(context.Background(), d); err != nil {
+					t.Fatal(err)
+				}
+			}
+			posts, replies := 0, 0
+			for _, c := range f.Calls() {
+				switch {
+				case c.IsPost():
+					posts++
+				case c.IsReply():
+					replies++
+				}
+			}
+			if posts != 1 || replies != 2 {
+				t.Errorf("%d parents and %d replies, want 1 and 2: %v", posts, replies, f.Calls())
+			}
+		})
+	}
 }
 
 func TestThreadRetryDoesNotReplyTwice(t *testing.T) {
