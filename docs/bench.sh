@@ -49,7 +49,9 @@
 #           from the module) and relays in cluster mode (replicas 3): the
 #           relay's and the NATS nodes' CPU per event at steady 100 and
 #           1,000 events/s, accepted/s at concurrency 64 through one relay
-#           and split over two, and the cluster's disk per stored event;
+#           and split over two and over three (with the relays' and the
+#           nodes' CPU per event), and the bytes the cluster stores per
+#           event;
 #           for docs/operations.md, Sizing
 #   fault   relay (sync 1s, default retry and breaker) with one http sink to
 #           a relay-load --receive endpoint that answers 503 for
@@ -629,6 +631,42 @@ rules:
 EOF
 }
 
+# js_storage: the bytes the three NATS nodes' JetStream stores hold
+# together (each node's /jsz "storage": its replicas of every stream, as the
+# file store counts them). Not du: the file store frees the blocks of
+# messages deleted earlier (delivered, removed by interest) when it gets to
+# it, which shifted du by more than the events measured.
+js_storage() {
+	local i t=0 b
+	for i in 1 2 3; do
+		b=$(curl -fsS --max-time 5 "http://127.0.0.1:${HPORT[i]}/jsz" | python3 -c 'import json, sys; print(json.load(sys.stdin)["storage"])')
+		t=$((t + b))
+	done
+	echo "$t"
+}
+
+# split_load NAME N ADMIN: closed-loop load at concurrency 64 split over
+# the first N relays of CR_INGEST for DURATION, then the drain (ADMIN's
+# pending deliveries, which count every relay's). Sets SPLIT_RPS, accepted/s
+# over all of them, and SPLIT_CPU, the CPU of the N relays and of the NATS
+# nodes (load and drain) per accepted event.
+split_load() {
+	local name=$1 n=$2 i p ok br bn pids=()
+	br=$(cpu_ticks "${CR_PIDS[@]:0:n}")
+	bn=$(cpu_ticks "${NATS_PIDS[@]}")
+	for ((i = 0; i < n; i++)); do
+		load "$name-$i" "http://${CR_INGEST[i]}/webhooks/recall" --concurrency $((64 / n + (i < 64 % n ? 1 : 0))) --duration "$DURATION" &
+		pids+=("$!")
+	done
+	for p in "${pids[@]}"; do wait "$p" || die "load $name failed"; done
+	drain "$3"
+	br=$(($(cpu_ticks "${CR_PIDS[@]:0:n}") - br))
+	bn=$(($(cpu_ticks "${NATS_PIDS[@]}") - bn))
+	SPLIT_RPS=$(for ((i = 0; i < n; i++)); do jfield "$WORK/$name-$i.json" ok_throughput_rps; done | awk '{ s += $1 } END { printf "%.0f", s }')
+	ok=$(for ((i = 0; i < n; i++)); do jfield "$WORK/$name-$i.json" ok; done | awk '{ s += $1 } END { print s }')
+	SPLIT_CPU=$(awk -v r="$br" -v m="$bn" -v k="$ticks" -v n="$ok" 'BEGIN { printf "relays %.0f µs, NATS %.0f µs", r * 1e6 / k / n, m * 1e6 / k / n }')
+}
+
 # drain ADMIN: waits (bounded) until the relay has nothing pending.
 drain() {
 	local i
@@ -645,15 +683,16 @@ if wants cluster; then
 	(cd "$ROOT" && go build -o "$BIN/nats-server" github.com/nats-io/nats-server/v2) || die "go build nats-server failed"
 	NATS_PIDS=()
 	routes=""
-	declare -a CPORT PPORT
+	declare -a CPORT PPORT HPORT
 	for i in 1 2 3; do
 		CPORT[i]=$(free_port)
 		PPORT[i]=$(free_port)
+		HPORT[i]=$(free_port)
 		routes+="${routes:+,}nats-route://127.0.0.1:${PPORT[i]}"
 	done
 	for i in 1 2 3; do
 		mkdir -p "$WORK/nats$i"
-		"$BIN/nats-server" --name "n$i" --addr 127.0.0.1 --port "${CPORT[i]}" --jetstream --store_dir "$WORK/nats$i" \
+		"$BIN/nats-server" --name "n$i" --addr 127.0.0.1 --port "${CPORT[i]}" --http_port "${HPORT[i]}" --jetstream --store_dir "$WORK/nats$i" \
 			--cluster_name relay-bench --cluster "nats://127.0.0.1:${PPORT[i]}" --routes "$routes" \
 			>"$WORK/nats$i.log" 2>&1 &
 		NATS_PIDS+=("$!")
@@ -665,9 +704,10 @@ if wants cluster; then
 	start_loadtool cluster-receiver --receive 127.0.0.1:0
 	recv_pid=$LAST_PID
 	recv=$LAST_ADDR
-	mkdir -p "$WORK/cluster-r1" "$WORK/cluster-r2"
-	cluster_config "$WORK/cluster-r1/relay.yaml" "$WORK/cluster-r1" "$recv"
-	cluster_config "$WORK/cluster-r2/relay.yaml" "$WORK/cluster-r2" "$recv"
+	for r in r1 r2 r3; do
+		mkdir -p "$WORK/cluster-$r"
+		cluster_config "$WORK/cluster-$r/relay.yaml" "$WORK/cluster-$r" "$recv"
+	done
 	START_TIMEOUT=90 start_relay cluster-r1 "$WORK/cluster-r1/relay.yaml"
 	r1_pid=$RELAY_PID r1_ingest=$RELAY_INGEST r1_admin=$RELAY_ADMIN
 
@@ -683,34 +723,35 @@ if wants cluster; then
 		CLUSTER_ROWS+=("| CPU per event at a steady $rate/s: the relay; the three NATS nodes together | $(awk -v t="$relay_t" -v k="$ticks" -v n="$n" 'BEGIN { printf "%.0f µs", t * 1e6 / k / n }'); $(awk -v t="$nats_t" -v k="$ticks" -v n="$n" 'BEGIN { printf "%.0f µs", t * 1e6 / k / n }') ($n events, delivered) |")
 	done
 
-	log "cluster: accepted/s at concurrency 64 through one relay ($DURATION)"
-	load cluster-one "http://$r1_ingest/webhooks/recall" --concurrency 64 --duration "$DURATION"
-	one=$(jfield "$WORK/cluster-one.json" ok_throughput_rps)
-	drain "$r1_admin"
-	START_TIMEOUT=90 start_relay cluster-r2 "$WORK/cluster-r2/relay.yaml"
-	r2_pid=$RELAY_PID r2_ingest=$RELAY_INGEST
-	log "cluster: accepted/s at concurrency 64 split over two relays ($DURATION)"
-	load cluster-two-a "http://$r1_ingest/webhooks/recall" --concurrency 32 --duration "$DURATION" &
-	la=$!
-	load cluster-two-b "http://$r2_ingest/webhooks/recall" --concurrency 32 --duration "$DURATION"
-	wait "$la"
-	drain "$r1_admin"
-	two=$(awk -v a="$(jfield "$WORK/cluster-two-a.json" ok_throughput_rps)" -v b="$(jfield "$WORK/cluster-two-b.json" ok_throughput_rps)" 'BEGIN { printf "%.0f", a + b }')
-	CLUSTER_ROWS+=("| accepted/s at concurrency 64 through one relay | $one |")
-	CLUSTER_ROWS+=("| accepted/s at concurrency 64 split over two relays (the same two cores) | $two |")
+	CR_PIDS=("$r1_pid") CR_INGEST=("$r1_ingest")
+	for n in 1 2 3; do
+		if ((n > 1)); then
+			START_TIMEOUT=90 start_relay "cluster-r$n" "$WORK/cluster-r$n/relay.yaml"
+			CR_PIDS+=("$RELAY_PID") CR_INGEST+=("$RELAY_INGEST")
+		fi
+		log "cluster: accepted/s at concurrency 64 split over $n relay(s) ($DURATION)"
+		split_load "cluster-split$n" "$n" "$r1_admin"
+		((n == 1)) && one=$SPLIT_RPS
+		CLUSTER_ROWS+=("| accepted/s at concurrency 64 split over $n relay(s) (the same two cores) | $SPLIT_RPS ($(awk -v a="$SPLIT_RPS" -v b="$one" 'BEGIN { printf "%.2f", a / b }')×); CPU per event: $SPLIT_CPU |")
+	done
 
 	log "cluster: disk per stored event (2,000 events kept behind a dead endpoint)"
-	stop_proc "$r2_pid"
-	stop_proc "$r1_pid"
+	for pid in "${CR_PIDS[@]}"; do stop_proc "$pid"; done
 	stop_proc "$recv_pid" # the endpoint is dead from now on: events stay stored
-	before=$(du -sb "$WORK"/nats1 "$WORK"/nats2 "$WORK"/nats3 | awk '{ s += $1 } END { print s }')
 	START_TIMEOUT=90 start_relay cluster-disk "$WORK/cluster-r1/relay.yaml"
+	before=$(js_storage)
 	load cluster-disk "http://$RELAY_INGEST/webhooks/recall" --requests 2000 --concurrency 16
+	after=$(js_storage)
+	for ((i = 0; i < 10; i++)); do # followers may still be applying the last writes
+		sleep 1
+		now=$(js_storage)
+		[[ $now == "$after" ]] && break
+		after=$now
+	done
 	stop_proc "$RELAY_PID"
-	sync
-	after=$(du -sb "$WORK"/nats1 "$WORK"/nats2 "$WORK"/nats3 | awk '{ s += $1 } END { print s }')
 	per=$(awk -v a="$after" -v b="$before" 'BEGIN { printf "%.0f", (a - b) / 2000 }')
-	CLUSTER_ROWS+=("| disk per stored event, the three replicas together | $per bytes |")
+	body=$(cat "$EVENTS"/*.json | wc -c | awk -v n="$(ls "$EVENTS"/*.json | wc -l)" '{ printf "%.0f", $1 / n }')
+	CLUSTER_ROWS+=("| bytes stored per event (JetStream's count; bodies of $body bytes on average), the three replicas together | $per bytes |")
 	CLUSTER_ROWS+=("| disk for one day of stored events at 100/s; at 1,000/s | $(awk -v p="$per" 'BEGIN { printf "%.1f GB; %.1f GB", p * 100 * 86400 / 1e9, p * 1000 * 86400 / 1e9 }') |")
 	for pid in "${NATS_PIDS[@]}"; do stop_proc "$pid"; done
 fi

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/url"
 	"strings"
@@ -16,6 +17,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/relay-dev/relay/relay/relaytest"
 	"github.com/relay-dev/relay/sinks"
 )
 
@@ -252,33 +254,46 @@ func TestClusterRestartDuringElection(t *testing.T) {
 
 // TestClusterSharedConfig: relays on one cluster run one config. The first
 // relay's file becomes the cluster's; a relay started with a divergent file
-// follows the cluster's (and never creates the queue of a sink only its
-// file names); a reload of one relay reaches the other.
+// follows the cluster's, says so in its log, never creates the queue of a
+// sink only its file names, and never drops the queue of a sink its older
+// file lacks; a reload of one relay reaches every other.
 func TestClusterSharedConfig(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts a 3-node cluster")
 	}
 	servers := startCluster(t, 3)
 	a := startHarness(t, nil, clusterConfig(t, servers, twoRules))
-	divergent := strings.Replace(clusterConfig(t, servers, twoRules+`
+	newer := strings.Replace(clusterConfig(t, servers, twoRules+`
   - name: only-here
     when: "true"
     sinks: [c]
 `), "sinks:\n  a:\n", "sinks:\n  c:\n    type: fake\n  a:\n", 1)
-	b := startHarness(t, nil, divergent)
+	b := startHarness(t, nil, newer)
 	if _, ok := b.srv.Config().Sinks["c"]; ok {
 		t.Fatal("the relay with a divergent file runs its own config, want the cluster's")
 	}
 	if got := ruleNames(b.srv.Config()); got != "failures,everything" {
 		t.Fatalf("relay b runs rules %s, want the cluster's failures,everything", got)
 	}
+	older := strings.Replace(clusterConfig(t, servers, "rules:\n  - name: failures\n    when: status == \"failed\"\n    sinks: [a]\n"),
+		"  b:\n    type: fake\n", "", 1)
+	c, logs := startLoggedServer(t, older)
+	if _, ok := c.Config().Sinks["b"]; !ok || ruleNames(c.Config()) != "failures,everything" {
+		t.Fatalf("the relay with an older file runs sinks %v and rules %s, want the cluster's", c.Config().Sinks, ruleNames(c.Config()))
+	}
+	if !strings.Contains(logs.String(), "this relay's config file differs from the cluster's shared config") {
+		t.Errorf("the relay with an older file does not say that it follows the cluster's config:\n%s", logs)
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	if _, err := a.srv.store.events.Consumer(ctx, sinkConsumerName("c")); !errors.Is(err, jetstream.ErrConsumerNotFound) {
 		t.Errorf("consumer of sink c: got %v, want none", err)
 	}
+	if _, err := a.srv.store.events.Consumer(ctx, sinkConsumerName("b")); err != nil {
+		t.Errorf("consumer of sink b after a relay whose file lacks b started: %v", err)
+	}
 
-	// A reload of relay a shares its new file; relay b applies it.
+	// One reload of relay a shares its new file; every relay applies it.
 	a.rewriteConfig(clusterConfig(t, servers, twoRules+`
   - name: added
     when: event == "recording.done"
@@ -290,21 +305,41 @@ func TestClusterSharedConfig(t *testing.T) {
 	if got := ruleNames(a.srv.Config()); got != "failures,everything,added" {
 		t.Errorf("relay a after its reload: rules %s", got)
 	}
-	eventually(t, 10*time.Second, "relay b to run the shared config", func() bool {
-		return ruleNames(b.srv.Config()) == "failures,everything,added"
-	})
+	for name, srv := range map[string]*Server{"b": b.srv, "c": c} {
+		eventually(t, 10*time.Second, "relay "+name+" to run the shared config", func() bool {
+			return ruleNames(srv.Config()) == "failures,everything,added"
+		})
+	}
 	// Each relay keeps its own listeners.
-	if a.srv.IngestAddr() == b.srv.IngestAddr() {
-		t.Error("both relays on one address")
+	if a.srv.IngestAddr() == b.srv.IngestAddr() || b.srv.IngestAddr() == c.IngestAddr() {
+		t.Error("two relays on one address")
 	}
 	// A reload of a file that does not validate changes nothing anywhere.
 	a.rewriteConfig(clusterConfig(t, servers, "rules:\n  - name: broken\n    when: nonsense ==\n    sinks: [a]\n"))
 	if err := a.srv.Reload(ctx); err == nil {
 		t.Error("reload of an invalid file succeeded")
 	}
-	if got := ruleNames(b.srv.Config()); got != "failures,everything,added" {
-		t.Errorf("relay b after a failed reload elsewhere: rules %s", got)
+	for name, srv := range map[string]*Server{"b": b.srv, "c": c} {
+		if got := ruleNames(srv.Config()); got != "failures,everything,added" {
+			t.Errorf("relay %s after a failed reload elsewhere: rules %s", name, got)
+		}
 	}
+}
+
+// startLoggedServer starts a server on yaml (stopped at the end of the
+// test) whose JSON log lines go to the returned buffer.
+func startLoggedServer(t *testing.T, yaml string) (*Server, *relaytest.LockedBuffer) {
+	t.Helper()
+	logs := &relaytest.LockedBuffer{}
+	srv := startServerLogging(t, &testRegistry{}, yaml, slog.New(slog.NewJSONHandler(logs, nil)))
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		if err := srv.Stop(ctx); err != nil {
+			t.Errorf("stop: %v", err)
+		}
+	})
+	return srv, logs
 }
 
 func ruleNames(cfg *Config) string {

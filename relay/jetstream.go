@@ -193,26 +193,34 @@ func jetStreamMaxStore(maxBytes ByteSize) int64 {
 // setupTimeout bounds one setup request: a stream or consumer created,
 // updated, looked up or listed. A cluster leaves some requests unanswered
 // for good: those its meta leader receives during a leader election, and
-// one of two identical stream creations sent by relays starting at the same
-// moment. Waiting on such a request for the whole start budget made
-// start-up hang and give up, so each request gets this long and is sent
-// again (see retrySetup). The first try gets setupFirstTry: a cluster
-// answers a setup request in milliseconds, or not at all.
-const (
-	setupTimeout  = 2 * time.Second
-	setupFirstTry = 500 * time.Millisecond
-)
+// every one of two or more identical stream creations that reach it while
+// the first is being placed (relays starting at the same moment; a retry
+// of a slow creation). Waiting on such a request for the whole start
+// budget made start-up hang and give up, so each request gets this long
+// and is sent again (see retrySetup).
+const setupTimeout = 2 * time.Second
 
-// retrySetup runs op, each try bounded by setupFirstTry, then twice as long
-// up to setupTimeout, until it succeeds or ctx is done. In cluster mode every failure is tried again after a
-// backoff (peers may still be starting, electing a leader or placing the
-// streams); an embedded server answers at once, so its first answer is
-// final.
+// firstSetupTimeout bounds the first try of a setup request in cluster
+// mode; each retry gets twice as long, up to setupTimeout. A healthy
+// cluster places a stream in well under it, and the retry of a creation
+// whose answer was lost finds the stream there and is answered at once, so
+// relays starting together each lose this long per stream, not
+// setupTimeout.
+const firstSetupTimeout = 500 * time.Millisecond
+
+// retrySetup runs op, each try bounded as setupTimeout says, until it
+// succeeds or ctx is done. In cluster mode every failure is tried again
+// after a backoff (peers may still be starting, electing a leader or
+// placing the streams); an embedded server answers at once, so its first
+// answer is final.
 func (s *jsStore) retrySetup(ctx context.Context, what string, op func(context.Context) error) error {
-	wait, try := 100*time.Millisecond, setupFirstTry
+	wait := 100 * time.Millisecond
+	timeout := setupTimeout
+	if s.cfg.URL != "" {
+		timeout = firstSetupTimeout
+	}
 	for {
-		tryCtx, cancel := context.WithTimeout(ctx, try)
-		try = min(2*try, setupTimeout)
+		tryCtx, cancel := context.WithTimeout(ctx, timeout)
 		err := op(tryCtx)
 		cancel()
 		if err == nil || s.cfg.URL == "" {
@@ -228,6 +236,7 @@ func (s *jsStore) retrySetup(ctx context.Context, what string, op func(context.C
 		case <-time.After(wait):
 		}
 		wait = min(2*wait, 2*time.Second)
+		timeout = min(2*timeout, setupTimeout)
 	}
 }
 

@@ -2,48 +2,12 @@ package relay
 
 import (
 	"fmt"
-	"net/http"
-	"net/http/httptest"
 	"strings"
-	"sync"
 	"testing"
 	"time"
+
+	"github.com/relay-dev/relay/sinks/slack/slacktest"
 )
-
-// slackAPI is a local Slack Web API recording chat.postMessage (with and
-// without thread_ts) and chat.update.
-type slackAPI struct {
-	mu    sync.Mutex
-	calls []string // "post: <text>", "reply <thread_ts>", "update <ts>: <text>"
-	n     int
-}
-
-func (a *slackAPI) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	_ = r.ParseForm()
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	ts := r.Form.Get("ts")
-	switch {
-	case strings.HasSuffix(r.URL.Path, "/chat.update"):
-		a.calls = append(a.calls, "update "+ts+": "+r.Form.Get("text"))
-	case r.Form.Get("thread_ts") != "":
-		a.calls = append(a.calls, "reply "+r.Form.Get("thread_ts"))
-	default:
-		a.calls = append(a.calls, "post: "+r.Form.Get("text"))
-	}
-	if ts == "" {
-		a.n++
-		ts = fmt.Sprintf("1700000000.%06d", a.n)
-	}
-	w.Header().Set("Content-Type", "application/json")
-	fmt.Fprintf(w, `{"ok":true,"channel":"C0CHANNEL","ts":%q}`, ts)
-}
-
-func (a *slackAPI) recorded() []string {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	return append([]string(nil), a.calls...)
-}
 
 // recordingEvent is an event of recording rec-1 about object at minute m.
 func recordingEvent(object, id, status string, m int) string {
@@ -59,11 +23,9 @@ func recordingEvent(object, id, status string, m int) string {
 // relay on the embedded JetStream, whose KV holds the thread: a restart in
 // the middle of a recording's life keeps replying in the same thread.
 func TestSlackThreadSurvivesRestart(t *testing.T) {
-	api := &slackAPI{}
-	apiSrv := httptest.NewServer(api)
-	defer apiSrv.Close()
+	api := slacktest.New(t)
 	dir := t.TempDir()
-	yaml := slackRelayConfig(dir, apiSrv.URL, `
+	yaml := slackRelayConfig(dir, api.APIURL(), `
     rate: ""
     thread_by: recording.id
 `)
@@ -78,7 +40,7 @@ func TestSlackThreadSurvivesRestart(t *testing.T) {
 		h.mustAccept(fmt.Sprintf("msg_t%d", i), e)
 		// One at a time: the order of a thread's replies is the order of
 		// the events only when they are delivered in order.
-		eventually(t, 10*time.Second, "the event's messages", func() bool { return len(api.recorded()) == 1+2*i })
+		eventually(t, 10*time.Second, "the event's messages", func() bool { return len(shapes(api)) == 1+2*i })
 	}
 	if err := h.srv.Stop(t.Context()); err != nil {
 		t.Fatal(err)
@@ -87,9 +49,9 @@ func TestSlackThreadSurvivesRestart(t *testing.T) {
 	h = startRealHarness(t, yaml)
 	for i, e := range events[2:] {
 		h.mustAccept(fmt.Sprintf("msg_t%d", i+2), e)
-		eventually(t, 10*time.Second, "the event's messages", func() bool { return len(api.recorded()) == 3+2*(i+1) })
+		eventually(t, 10*time.Second, "the event's messages", func() bool { return len(shapes(api)) == 3+2*(i+1) })
 	}
-	calls := api.recorded()
+	calls := shapes(api)
 	want := []string{"post", "reply 1700000000.000001", "update 1700000000.000001", "reply 1700000000.000001", "update 1700000000.000001", "reply 1700000000.000001", "update 1700000000.000001"}
 	for i, c := range calls {
 		if i >= len(want) || !strings.HasPrefix(c, want[i]) {
@@ -146,11 +108,9 @@ rules:
 // without flushing) and the restarted relay posts one message counting
 // all 200.
 func TestSlackGroupSurvivesRestart(t *testing.T) {
-	api := &slackAPI{}
-	apiSrv := httptest.NewServer(api)
-	defer apiSrv.Close()
+	api := slacktest.New(t)
 	dir := t.TempDir()
-	yaml := slackRelayConfig(dir, apiSrv.URL, `
+	yaml := slackRelayConfig(dir, api.APIURL(), `
     group_by: [event, sub_code]
     group_wait: 8s
     group_interval: 1h
@@ -173,17 +133,26 @@ func TestSlackGroupSurvivesRestart(t *testing.T) {
 	if time.Since(start) > 7*time.Second {
 		t.Skip("too slow to stop inside group_wait on this machine")
 	}
-	if calls := api.recorded(); len(calls) != 0 {
+	if calls := shapes(api); len(calls) != 0 {
 		t.Fatalf("Slack called before group_wait: %v", calls)
 	}
 
 	startRealHarness(t, yaml)
-	eventually(t, 20*time.Second, "the group's message", func() bool { return len(api.recorded()) > 0 })
+	eventually(t, 20*time.Second, "the group's message", func() bool { return len(shapes(api)) > 0 })
 	time.Sleep(500 * time.Millisecond)
-	calls := api.recorded()
+	calls := shapes(api)
 	if len(calls) != 1 || !strings.HasPrefix(calls[0], "post: 200 transcripts failed: zoom_captions_failure — bots ") {
 		t.Fatalf("Slack calls %v, want one post counting 200", calls)
 	}
+}
+
+// shapes is what api recorded, each call in its short form.
+func shapes(api *slacktest.Server) []string {
+	var out []string
+	for _, c := range api.Calls() {
+		out = append(out, c.String())
+	}
+	return out
 }
 
 // slackRelayConfig is a real relay's config whose one rule sends every
@@ -204,7 +173,7 @@ sinks:
     type: slack
     token: xoxb-test
     channel: "#oncall"
-    api_url: %s/api/
+    api_url: %s
 %srules:
   - name: all
     when: "true"

@@ -18,6 +18,8 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/relay-dev/relay/sinks/slack/slacktest"
 )
 
 var (
@@ -262,25 +264,12 @@ func (s *idSet) duplicates() (ids, extra int) {
 	return ids, extra
 }
 
-// TestClusterFaultUnderLoad is the scale-out fault test with real
-// processes: three nats-server processes, two relays on one config, signed
-// load spread over both; mid-load one relay and one NATS node are killed
-// with SIGKILL, later both are restarted. Every acknowledged event must
-// reach the HTTP receiver and a file sink; duplicates only as at-least-once
-// allows (counted by Idempotency-Key). It prints its figures.
-func TestClusterFaultUnderLoad(t *testing.T) {
-	if testing.Short() {
-		t.Skip("runs a 3-process NATS cluster and two relays")
-	}
-	const secret = "whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD"
-	began := time.Now()
-	nodes := startNATSCluster(t, 3)
-	received := &idSet{}
-	receiver := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		received.add(r.Header.Get("Idempotency-Key"))
-	}))
-	defer receiver.Close()
-	config := fmt.Sprintf(`
+// faultConfig is the fault test's config: every event to an HTTP receiver
+// and a file sink, the scenario's (recordingScenario) Slack sink, rule and
+// expectation.
+func faultConfig(nodes []*natsNode, secret, receiverURL, slackURL string, within time.Duration) string {
+	slackSink, slackRule, expectations := scenarioConfig(slackURL, within)
+	return fmt.Sprintf(`
 storage:
   url: %s
   replicas: 3
@@ -296,42 +285,86 @@ sinks:
   archive:
     type: file
     path: ./archive.jsonl
-    concurrency: 16
+    concurrency: 16%s
 retry:
   initial_interval: 50ms
   max_interval: 1s
 rules:
   - name: everything
     when: "true"
-    sinks: [api, archive]
-`, clusterURL(nodes), secret, receiver.URL)
-	dirs := []string{t.TempDir(), t.TempDir()}
+    sinks: [api, archive]%s%s`, clusterURL(nodes), secret, receiverURL, slackSink, slackRule, expectations)
+}
+
+// loadRun is one relay-load process and the file of the ids it got a 2xx for.
+type loadRun struct {
+	cmd *exec.Cmd
+	ids string
+}
+
+// startLoad runs relay-load against relay p with args added.
+func startLoad(t *testing.T, p *relayProcess, secret string, args ...string) loadRun {
+	t.Helper()
+	events, _ := filepath.Abs("../../configs/examples/events")
+	ids := filepath.Join(t.TempDir(), "ids.txt")
+	cmd := exec.Command(binary(t, "relay-load"), append([]string{
+		"--url", "http://" + p.ingest + "/webhooks/recall", "--secret", secret,
+		"--events", events, "--concurrency", "16", "--timeout", "5s", "--ids-out", ids}, args...)...)
+	cmd.Stdout, cmd.Stderr = &lockedBuffer{}, &lockedBuffer{}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	return loadRun{cmd, ids}
+}
+
+// TestClusterFaultUnderLoad is the scale-out fault test with real
+// processes: three nats-server processes, three relays started at the same
+// moment on one config, signed load spread over all of them, and the lives
+// of recordings (recordingScenario) played over all of them; mid-load one
+// relay and one NATS node are killed with SIGKILL, the relay restarts
+// while the node is down, then the node. Every acknowledged event must
+// reach the HTTP receiver and a file sink, duplicates only as at-least-once
+// allows (counted by Idempotency-Key); each recording gets one Slack
+// thread; each missed expectation is injected once. It prints its figures.
+func TestClusterFaultUnderLoad(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs a 3-process NATS cluster and three relays")
+	}
+	const secret = "whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD"
+	const within = 3 * time.Second
+	began := time.Now()
+	nodes := startNATSCluster(t, 3)
+	received := &idSet{}
+	receiver := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		received.add(r.Header.Get("Idempotency-Key"))
+	}))
+	defer receiver.Close()
+	slack := slacktest.New(t)
+	config := faultConfig(nodes, secret, receiver.URL, slack.APIURL(), within)
+	dirs := []string{t.TempDir(), t.TempDir(), t.TempDir()}
 	for _, d := range dirs {
 		if err := os.WriteFile(filepath.Join(d, "relay.yaml"), []byte(config), 0o600); err != nil {
 			t.Fatal(err)
 		}
 	}
-	events, _ := filepath.Abs("../../configs/examples/events")
-	load := func(p *relayProcess, args ...string) (*exec.Cmd, string) {
-		ids := filepath.Join(t.TempDir(), "ids.txt")
-		cmd := exec.Command(binary(t, "relay-load"), append([]string{
-			"--url", "http://" + p.ingest + "/webhooks/recall", "--secret", secret,
-			"--events", events, "--concurrency", "16", "--timeout", "5s", "--ids-out", ids}, args...)...)
-		cmd.Stdout, cmd.Stderr = &lockedBuffer{}, &lockedBuffer{}
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		return cmd, ids
-	}
-	// Both relays start at the same moment on the fresh cluster.
+
+	// The relays start at the same moment on the fresh cluster.
 	starting := time.Now()
 	relays := startRelays(t, "relay.yaml", dirs...)
-	t.Logf("two relays started together, ready in %s", time.Since(starting).Round(time.Millisecond))
+	t.Logf("%d relays started together, ready in %s", len(relays), time.Since(starting).Round(time.Millisecond))
 	if took := time.Since(starting); took > 20*time.Second {
-		t.Errorf("two relays took %s to start together, want seconds", took)
+		t.Errorf("%d relays took %s to start together, want seconds", len(relays), took)
 	}
-	genA, idsA := load(relays[0], "--rate", "250", "--duration", "12s")
-	genB, idsB := load(relays[1], "--rate", "250", "--duration", "12s")
+	var loads []loadRun
+	for _, p := range relays {
+		loads = append(loads, startLoad(t, p, secret, "--rate", "170", "--duration", "12s"))
+	}
+	lb := newIngestAddrs(relays)
+	scenario := newRecordingScenario(lb, secret, within)
+	played := make(chan struct{})
+	go func() {
+		defer close(played)
+		scenario.run(40, 250*time.Millisecond)
+	}()
 
 	eventually(t, 60*time.Second, "1,000 deliveries before the kills", func() bool { return received.len() >= 1000 })
 	victim := nodes[1]
@@ -339,25 +372,45 @@ rules:
 	victim.kill9()
 	atKill := received.len()
 	t.Logf("killed relay 1 and NATS %s with SIGKILL after %d deliveries", victim.name, atKill)
-	eventually(t, 60*time.Second, "deliveries going on through the other relay", func() bool { return received.len() >= atKill+500 })
+	eventually(t, 60*time.Second, "deliveries going on through the other relays", func() bool { return received.len() >= atKill+500 })
 	// Relay 1 restarts while the NATS node is still down, then the node.
 	restarting := time.Now()
 	relays[0] = startRelay(t, dirs[0], "relay.yaml")
+	lb.set(0, relays[0].ingest)
 	t.Logf("relay 1 restarted with NATS %s down, ready in %s", victim.name, time.Since(restarting).Round(time.Millisecond))
 	victim.start(t, natsServerBinary(t))
-	genA2, idsA2 := load(relays[0], "--requests", "1000")
-	for _, g := range []*exec.Cmd{genA, genB, genA2} {
-		_ = g.Wait() // requests to the killed relay fail: only 2xx ids are counted
-	}
+	loads = append(loads, startLoad(t, relays[0], secret, "--requests", "1000"))
 	var acked []string
-	for _, f := range []string{idsA, idsB, idsA2} {
-		acked = append(acked, readLines(t, f)...)
+	for _, l := range loads {
+		_ = l.cmd.Wait() // requests to the killed relay fail: only 2xx ids are counted
+		acked = append(acked, readLines(t, l.ids)...)
 	}
+	<-played
+	scenario.checkSent(t)
+	acked = append(acked, scenario.acked...)
 	if len(acked) < 2000 {
 		t.Fatalf("only %d events acknowledged; the test wants at least 2,000", len(acked))
 	}
+	checkDelivered(t, acked, received, dirs, relays)
+	th := scenario.checkThreads(t, slack)
+	stored, lines := scenario.checkMissed(t, dirs, relays[1])
+	dupIDs, extra := received.duplicates()
+	t.Logf("figures: %d events acknowledged over %d relays, all delivered to the HTTP receiver and the file sinks; %d distinct ids at the receiver, %d of them more than once (%d extra copies, at least once); %s in all",
+		len(acked), len(relays), received.len(), dupIDs, extra, time.Since(began).Round(time.Second))
+	t.Logf("figures: %s", scenario.summary(th, stored, lines))
+	for _, p := range relays {
+		if code := p.stop(syscall.SIGTERM, 30*time.Second); code != 0 {
+			t.Errorf("exit after SIGTERM: %d", code)
+		}
+	}
+}
+
+// checkDelivered waits until every acknowledged id has reached the
+// receiver and the file sink of one of dirs.
+func checkDelivered(t *testing.T, acked []string, received *idSet, dirs []string, relays []*relayProcess) {
+	t.Helper()
 	var missHTTP, missFile []string
-	if !poll(90*time.Second, func() bool {
+	if poll(90*time.Second, func() bool {
 		files := &idSet{}
 		for _, d := range dirs {
 			for _, id := range fileIDs(filepath.Join(d, "archive.jsonl")).list() {
@@ -367,16 +420,12 @@ rules:
 		missHTTP, missFile = received.missing(acked), files.missing(acked)
 		return len(missHTTP) == 0 && len(missFile) == 0
 	}) {
-		t.Fatalf("%d of %d acknowledged events never reached the HTTP receiver (e.g. %v), %d never reached a file sink (e.g. %v)\nrelay 1:\n%s\nrelay 2:\n%s",
-			len(missHTTP), len(acked), first(missHTTP), len(missFile), first(missFile),
-			tail(relays[0].logs.String(), 2000), tail(relays[1].logs.String(), 2000))
+		return
 	}
-	dupIDs, extra := received.duplicates()
-	t.Logf("figures: %d events acknowledged over two relays, all delivered to the HTTP receiver and the file sinks; %d distinct ids at the receiver, %d of them more than once (%d extra copies, at least once); %s in all",
-		len(acked), received.len(), dupIDs, extra, time.Since(began).Round(time.Second))
-	for _, p := range relays {
-		if code := p.stop(syscall.SIGTERM, 30*time.Second); code != 0 {
-			t.Errorf("exit after SIGTERM: %d", code)
-		}
+	var logs strings.Builder
+	for i, p := range relays {
+		fmt.Fprintf(&logs, "relay %d:\n%s\n", i+1, tail(p.logs.String(), 2000))
 	}
+	t.Fatalf("%d of %d acknowledged events never reached the HTTP receiver (e.g. %v), %d never reached a file sink (e.g. %v)\n%s",
+		len(missHTTP), len(acked), first(missHTTP), len(missFile), first(missFile), logs.String())
 }

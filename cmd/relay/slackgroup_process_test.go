@@ -4,14 +4,14 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
+
+	"github.com/relay-dev/relay/sinks/slack/slacktest"
 )
 
 // TestSlackGroupKill9 runs a real relay process with a group_by Slack sink,
@@ -24,24 +24,7 @@ func TestSlackGroupKill9(t *testing.T) {
 		t.Skip("runs real processes")
 	}
 	const secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
-	var (
-		mu    sync.Mutex
-		calls []string
-	)
-	slackAPI := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		_ = r.ParseForm()
-		mu.Lock()
-		calls = append(calls, r.URL.Path+" "+r.Form.Get("text"))
-		mu.Unlock()
-		w.Header().Set("Content-Type", "application/json")
-		fmt.Fprint(w, `{"ok":true,"channel":"C0ONCALL","ts":"1700000000.000001"}`)
-	}))
-	defer slackAPI.Close()
-	recorded := func() []string {
-		mu.Lock()
-		defer mu.Unlock()
-		return append([]string(nil), calls...)
-	}
+	slackAPI := slacktest.New(t)
 
 	dir := t.TempDir()
 	events := filepath.Join(dir, "events")
@@ -67,7 +50,7 @@ sinks:
     type: slack
     token: xoxb-test
     channel: C0ONCALL
-    api_url: %[3]s/api/
+    api_url: %[3]s
     group_by: [event, sub_code]
     group_wait: 10s
     group_interval: 1h
@@ -76,7 +59,7 @@ rules:
   - name: failures
     when: status == "failed"
     sinks: [storm-slack]
-`, dir, secret, slackAPI.URL)), 0o600)
+`, dir, secret, slackAPI.APIURL())), 0o600)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -103,15 +86,15 @@ rules:
 	if time.Since(start) > 9*time.Second {
 		t.Skip("too slow to kill the relay inside group_wait on this machine")
 	}
-	if c := recorded(); len(c) != 0 {
+	if c := slackAPI.Calls(); len(c) != 0 {
 		t.Fatalf("Slack called before group_wait: %v", c)
 	}
 
 	p = startRelay(t, dir, config)
-	eventually(t, 30*time.Second, "the group's message", func() bool { return len(recorded()) > 0 })
+	eventually(t, 30*time.Second, "the group's message", func() bool { return len(slackAPI.Calls()) > 0 })
 	time.Sleep(time.Second)
-	c := recorded()
-	if len(c) != 1 || !strings.HasPrefix(c[0], "/api/chat.postMessage 200 transcripts failed: zoom_captions_failure") {
+	c := slackAPI.Calls()
+	if len(c) != 1 || !c[0].IsPost() || !strings.HasPrefix(c[0].Text, "200 transcripts failed: zoom_captions_failure") {
 		t.Fatalf("Slack calls %q, want one post counting 200", c)
 	}
 	p.kill()

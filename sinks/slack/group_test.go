@@ -8,17 +8,18 @@ import (
 	"time"
 
 	"github.com/relay-dev/relay/sinks"
+	"github.com/relay-dev/relay/sinks/slack/slacktest"
 )
 
 // groupSink builds a group_by sink on f and st.
-func groupSink(t *testing.T, f *fakeSlack, st sinks.State, wait, interval time.Duration) *Sink {
+func groupSink(t *testing.T, f *slacktest.Server, st sinks.State, wait, interval time.Duration) *Sink {
 	t.Helper()
 	env := sinks.Env{
 		CompileString: testCompile,
 		State:         func(context.Context) (sinks.State, error) { return st, nil },
 	}
 	sk, err := New("oncall-slack", map[string]any{
-		"token": "xoxb-group", "channel": "#oncall", "api_url": f.URL + "/api/", "rate": "",
+		"token": "xoxb-group", "channel": "#oncall", "api_url": f.APIURL(), "rate": "",
 		"group_by": []any{"event", "sub_code"}, "group_wait": wait, "group_interval": interval,
 	}, env)
 	if err != nil {
@@ -35,8 +36,8 @@ func transcriptFailure(i int) sinks.Delivery {
 }
 
 // lastShown is the text of the latest post or update of the group message.
-func lastShown(f *fakeSlack) (posts int, text string) {
-	for _, c := range f.recorded() {
+func lastShown(f *slacktest.Server) (posts int, text string) {
+	for _, c := range f.Calls() {
 		if c.Method == "chat.postMessage" {
 			posts++
 		}
@@ -57,7 +58,7 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 }
 
 func TestGroupStorm(t *testing.T) {
-	f := newFakeSlack(t)
+	f := slacktest.New(t)
 	const wait = 2 * time.Second
 	sk := groupSink(t, f, newMemState(), wait, time.Hour)
 	start := time.Now()
@@ -70,14 +71,14 @@ func TestGroupStorm(t *testing.T) {
 	if err := sk.Send(context.Background(), transcriptFailure(7)); err != nil {
 		t.Fatal(err)
 	}
-	if n := len(f.recorded()); n != 0 && time.Since(start) < wait {
+	if n := len(f.Calls()); n != 0 && time.Since(start) < wait {
 		t.Fatalf("%d messages before group_wait", n)
 	}
-	waitFor(t, "the group's message", func() bool { return len(f.recorded()) > 0 })
+	waitFor(t, "the group's message", func() bool { return len(f.Calls()) > 0 })
 	time.Sleep(200 * time.Millisecond)
 	posts, text := lastShown(f)
-	if posts != 1 || len(f.recorded()) != 1 {
-		t.Fatalf("%d calls, want 1 post: %+v", len(f.recorded()), f.recorded())
+	if posts != 1 || len(f.Calls()) != 1 {
+		t.Fatalf("%d calls, want 1 post: %+v", len(f.Calls()), f.Calls())
 	}
 	if !strings.HasPrefix(text, "200 transcripts failed: zoom_captions_failure — bots bot-1, …") {
 		t.Errorf("group message %q", text)
@@ -85,17 +86,17 @@ func TestGroupStorm(t *testing.T) {
 }
 
 func TestGroupUpdatesInPlace(t *testing.T) {
-	f := newFakeSlack(t)
+	f := slacktest.New(t)
 	sk := groupSink(t, f, newMemState(), 100*time.Millisecond, 300*time.Millisecond)
 	for i := range 3 {
 		_ = sk.Send(context.Background(), transcriptFailure(i))
 	}
-	waitFor(t, "the post", func() bool { return len(f.recorded()) == 1 })
+	waitFor(t, "the post", func() bool { return len(f.Calls()) == 1 })
 	for i := 3; i < 10; i++ {
 		_ = sk.Send(context.Background(), transcriptFailure(i))
 	}
-	waitFor(t, "the update", func() bool { return len(f.recorded()) == 2 })
-	calls := f.recorded()
+	waitFor(t, "the update", func() bool { return len(f.Calls()) == 2 })
+	calls := f.Calls()
 	if calls[1].Method != "chat.update" || calls[1].TS != "1700000000.000001" || !strings.HasPrefix(calls[1].Text, "10 transcripts failed") {
 		t.Fatalf("second call %+v, want an update of the post to 10", calls[1])
 	}
@@ -106,8 +107,8 @@ func TestGroupUpdatesInPlace(t *testing.T) {
 	// message.
 	time.Sleep(700 * time.Millisecond)
 	_ = sk.Send(context.Background(), transcriptFailure(99))
-	waitFor(t, "a new group's post", func() bool { return len(f.recorded()) == 3 })
-	if c := f.recorded()[2]; c.Method != "chat.postMessage" || !strings.HasPrefix(c.Text, "1 transcript failed") {
+	waitFor(t, "a new group's post", func() bool { return len(f.Calls()) == 3 })
+	if c := f.Calls()[2]; c.Method != "chat.postMessage" || !strings.HasPrefix(c.Text, "1 transcript failed") {
 		t.Errorf("after a quiet interval: %+v, want a new post of 1", c)
 	}
 }
@@ -116,7 +117,7 @@ func TestGroupUpdatesInPlace(t *testing.T) {
 // dying during group_wait) leaves its members in the state; the next sink
 // posts the group once, with every member.
 func TestGroupSurvivesRestart(t *testing.T) {
-	f := newFakeSlack(t)
+	f := slacktest.New(t)
 	st := newMemState()
 	const wait = 3 * time.Second
 	start := time.Now()
@@ -136,14 +137,14 @@ func TestGroupSurvivesRestart(t *testing.T) {
 	if time.Since(start) > wait {
 		t.Skip("too slow to send 200 events inside group_wait")
 	}
-	waitFor(t, "the post", func() bool { return len(f.recorded()) > 0 })
+	waitFor(t, "the post", func() bool { return len(f.Calls()) > 0 })
 	time.Sleep(100 * time.Millisecond)
 	if posts, text := lastShown(f); posts != 1 || !strings.HasPrefix(text, "200 transcripts failed") {
 		t.Errorf("%d posts, last %q; want 1 post of 200", posts, text)
 	}
 
 	// Closed after group_wait, before the post: the next sink posts it.
-	f2 := newFakeSlack(t)
+	f2 := slacktest.New(t)
 	st2 := newMemState()
 	start = time.Now()
 	c := groupSink(t, f2, st2, time.Second, time.Hour)
@@ -155,11 +156,11 @@ func TestGroupSurvivesRestart(t *testing.T) {
 		t.Skip("too slow to send 50 events inside group_wait")
 	}
 	time.Sleep(1200 * time.Millisecond)
-	if n := len(f2.recorded()); n != 0 {
+	if n := len(f2.Calls()); n != 0 {
 		t.Fatalf("%d calls from a closed sink", n)
 	}
 	groupSink(t, f2, st2, time.Second, time.Hour)
-	waitFor(t, "the resumed post", func() bool { return len(f2.recorded()) > 0 })
+	waitFor(t, "the resumed post", func() bool { return len(f2.Calls()) > 0 })
 	time.Sleep(100 * time.Millisecond)
 	if posts, text := lastShown(f2); posts != 1 || !strings.HasPrefix(text, "50 transcripts failed") {
 		t.Errorf("resumed: %d posts, last %q; want 1 post of 50", posts, text)

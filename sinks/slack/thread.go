@@ -229,12 +229,50 @@ func (s *Sink) postParent(ctx context.Context, st sinks.State, skey string, t th
 		return err
 	}
 	t.TS, t.Channel, t.LockedAt = ts, channel, time.Time{}
-	if _, err := st.Update(ctx, skey, stateJSON(t), rev); err != nil {
+	if err := recordParent(ctx, st, skey, t, rev); err != nil {
 		// The parent is posted but unrecorded: the next event of the key
 		// starts another thread once the lock expires. Nothing to retry.
 		s.log.Warn("slack thread parent posted but not recorded", "sink", s.name, "err", err)
 	}
 	return nil
+}
+
+// recordParentFor bounds how long a posted parent's recording is retried.
+const recordParentFor = 30 * time.Second
+
+// recordParent stores t, whose parent is posted, over the lock at rev. A
+// store error is tried again (with a backoff, for up to recordParentFor or
+// until ctx is done): it is most often a NATS leader election, over in
+// seconds, and giving up would start a second thread for the key. A
+// conflict after a failed try is the failed try's own write, stored but
+// unanswered, when the stored thread has t's parent.
+func recordParent(ctx context.Context, st sinks.State, skey string, t threadState, rev uint64) error {
+	ctx, cancel := context.WithTimeout(ctx, recordParentFor)
+	defer cancel()
+	wait := 100 * time.Millisecond
+	for tried := false; ; tried = true {
+		_, err := st.Update(ctx, skey, stateJSON(t), rev)
+		switch {
+		case err == nil:
+			return nil
+		case errors.Is(err, sinks.ErrStateConflict):
+			if tried {
+				if raw, _, gerr := st.Get(ctx, skey); gerr == nil {
+					var cur threadState
+					if json.Unmarshal(raw, &cur) == nil && cur.TS == t.TS {
+						return nil
+					}
+				}
+			}
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(wait):
+		}
+		wait = min(2*wait, 2*time.Second)
+	}
 }
 
 // reply posts d in the thread, records its object and updates the parent

@@ -3,15 +3,16 @@ package slack
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
-	"net/http/httptest"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/relay-dev/relay/sinks"
+	"github.com/relay-dev/relay/sinks/slack/slacktest"
 )
 
 // memState is sinks.State in memory.
@@ -81,64 +82,10 @@ func (m *memState) Keys(_ context.Context, prefix string) ([]string, error) {
 	return keys, nil
 }
 
-// slackCall is one Web API call the fake Slack received.
-type slackCall struct {
-	Method   string // chat.postMessage, chat.update
-	Channel  string
-	TS       string // chat.update: the message updated
-	ThreadTS string // chat.postMessage: the thread replied in
-	Text     string
-	Blocks   string
-	At       time.Time
-}
-
-// fakeSlack is a local Slack Web API that records chat.postMessage and
-// chat.update. fail, when set, may answer a call instead.
-type fakeSlack struct {
-	*httptest.Server
-	mu    sync.Mutex
-	calls []slackCall
-	next  int
-	fail  func(c slackCall, w http.ResponseWriter) bool
-}
-
-func newFakeSlack(t *testing.T) *fakeSlack {
-	f := &fakeSlack{}
-	f.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		_ = r.ParseForm()
-		c := slackCall{
-			Method: strings.TrimPrefix(r.URL.Path, "/api/"), Channel: r.Form.Get("channel"),
-			TS: r.Form.Get("ts"), ThreadTS: r.Form.Get("thread_ts"),
-			Text: r.Form.Get("text"), Blocks: r.Form.Get("blocks"), At: time.Now(),
-		}
-		f.mu.Lock()
-		defer f.mu.Unlock()
-		if f.fail != nil && f.fail(c, w) {
-			return
-		}
-		f.calls = append(f.calls, c)
-		w.Header().Set("Content-Type", "application/json")
-		ts := c.TS
-		if c.Method == "chat.postMessage" {
-			f.next++
-			ts = fmt.Sprintf("1700000000.%06d", f.next)
-		}
-		fmt.Fprintf(w, `{"ok":true,"channel":"C0CHANNEL","ts":%q}`, ts)
-	}))
-	t.Cleanup(f.Close)
-	return f
-}
-
-func (f *fakeSlack) recorded() []slackCall {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	return append([]slackCall(nil), f.calls...)
-}
-
 // threadSink builds a thread_by sink on f and st.
-func threadSink(t *testing.T, f *fakeSlack, st sinks.State, extra map[string]any) *Sink {
+func threadSink(t *testing.T, f *slacktest.Server, st sinks.State, extra map[string]any) *Sink {
 	t.Helper()
-	opts := map[string]any{"token": "xoxb-test-token", "channel": "#oncall", "api_url": f.URL + "/api/",
+	opts := map[string]any{"token": "xoxb-test-token", "channel": "#oncall", "api_url": f.APIURL(),
 		"thread_by": "recording.id", "rate": ""}
 	for k, v := range extra {
 		opts[k] = v
@@ -206,15 +153,15 @@ func recordingLife() []sinks.Delivery {
 }
 
 func TestThreadOneRecording(t *testing.T) {
-	f := newFakeSlack(t)
+	f := slacktest.New(t)
 	sk := threadSink(t, f, newMemState(), nil)
 	for _, d := range recordingLife() {
 		if err := sk.Send(context.Background(), d); err != nil {
 			t.Fatal(err)
 		}
 	}
-	calls := f.recorded()
-	var posts, replies, updates []slackCall
+	calls := f.Calls()
+	var posts, replies, updates []slacktest.Call
 	for _, c := range calls {
 		switch {
 		case c.Method == "chat.postMessage" && c.ThreadTS == "":
@@ -247,7 +194,7 @@ func TestThreadOneRecording(t *testing.T) {
 }
 
 // checkFinalState checks that the parent lists each object once, latest.
-func checkFinalState(t *testing.T, c slackCall) {
+func checkFinalState(t *testing.T, c slacktest.Call) {
 	t.Helper()
 	for _, want := range []string{
 		"✓ recording done `rec-1`",
@@ -264,7 +211,7 @@ func checkFinalState(t *testing.T, c slackCall) {
 }
 
 func TestThreadOutOfOrder(t *testing.T) {
-	f := newFakeSlack(t)
+	f := slacktest.New(t)
 	sk := threadSink(t, f, newMemState(), nil)
 	life := recordingLife()
 	order := []int{1, 5, 0, 4, 3, 2} // done before processing, failed before processing
@@ -273,8 +220,8 @@ func TestThreadOutOfOrder(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	var last slackCall
-	for _, c := range f.recorded() {
+	var last slacktest.Call
+	for _, c := range f.Calls() {
 		if c.Method == "chat.update" || c.ThreadTS == "" {
 			last = c
 		}
@@ -282,8 +229,70 @@ func TestThreadOutOfOrder(t *testing.T) {
 	checkFinalState(t, last)
 }
 
+// flakyState fails the first fails Updates with a store error, after
+// storing the value when stored is set (a write whose answer was lost).
+type flakyState struct {
+	*memState
+	mu     sync.Mutex
+	fails  int
+	stored bool
+}
+
+func (f *flakyState) Update(ctx context.Context, key string, value []byte, rev uint64) (uint64, error) {
+	f.mu.Lock()
+	fail := f.fails > 0
+	if fail {
+		f.fails--
+	}
+	f.mu.Unlock()
+	if !fail {
+		return f.memState.Update(ctx, key, value, rev)
+	}
+	if f.stored {
+		_, _ = f.memState.Update(ctx, key, value, rev)
+	}
+	return 0, errors.New("nats: timeout")
+}
+
+// TestThreadParentRecordedThroughStoreErrors: a store error when a posted
+// parent is recorded (a NATS election) does not leave the thread
+// unrecorded, which would start a second thread for the key: the record
+// is tried again, and a write stored whose answer was lost counts.
+func TestThreadParentRecordedThroughStoreErrors(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		fails  int
+		stored bool
+	}{
+		{"writes failed", 2, false},
+		{"answer lost", 1, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			f := slacktest.New(t)
+			sk := threadSink(t, f, &flakyState{memState: newMemState(), fails: tc.fails, stored: tc.stored}, nil)
+			for _, d := range recordingLife()[:3] {
+				if err := sk.Send(context.Background(), d); err != nil {
+					t.Fatal(err)
+				}
+			}
+			posts, replies := 0, 0
+			for _, c := range f.Calls() {
+				switch {
+				case c.IsPost():
+					posts++
+				case c.IsReply():
+					replies++
+				}
+			}
+			if posts != 1 || replies != 2 {
+				t.Errorf("%d parents and %d replies, want 1 and 2: %v", posts, replies, f.Calls())
+			}
+		})
+	}
+}
+
 func TestThreadRetryDoesNotReplyTwice(t *testing.T) {
-	f := newFakeSlack(t)
+	f := slacktest.New(t)
 	sk := threadSink(t, f, newMemState(), nil)
 	life := recordingLife()
 	for _, d := range []sinks.Delivery{life[0], life[1], life[1]} {
@@ -293,13 +302,13 @@ func TestThreadRetryDoesNotReplyTwice(t *testing.T) {
 	}
 	// parent, reply, update; the retry updates the parent again (its
 	// first update may have failed) but does not reply again.
-	if n := len(f.recorded()); n != 4 || f.recorded()[3].Method != "chat.update" {
-		t.Errorf("%d calls, want 4: %+v", n, f.recorded())
+	if n := len(f.Calls()); n != 4 || f.Calls()[3].Method != "chat.update" {
+		t.Errorf("%d calls, want 4: %+v", n, f.Calls())
 	}
 }
 
 func TestThreadRaceOneParent(t *testing.T) {
-	f := newFakeSlack(t)
+	f := slacktest.New(t)
 	st := newMemState()
 	a, b := threadSink(t, f, st, nil), threadSink(t, f, st, nil)
 	life := recordingLife()
@@ -321,7 +330,7 @@ func TestThreadRaceOneParent(t *testing.T) {
 		}
 	}
 	parents := 0
-	for _, c := range f.recorded() {
+	for _, c := range f.Calls() {
 		if c.Method == "chat.postMessage" && c.ThreadTS == "" {
 			parents++
 		}
@@ -332,8 +341,8 @@ func TestThreadRaceOneParent(t *testing.T) {
 }
 
 func TestSharedPacing(t *testing.T) {
-	f := newFakeSlack(t)
-	opts := map[string]any{"token": "xoxb-shared", "channel": "C1", "api_url": f.URL + "/api/", "rate": "10/s"}
+	f := slacktest.New(t)
+	opts := map[string]any{"token": "xoxb-shared", "channel": "C1", "api_url": f.APIURL(), "rate": "10/s"}
 	a, err := New("a", opts, sinks.Env{})
 	if err != nil {
 		t.Fatal(err)
@@ -363,9 +372,9 @@ func TestSharedPacing(t *testing.T) {
 }
 
 func TestUpdateRetryAfterHonoured(t *testing.T) {
-	f := newFakeSlack(t)
+	f := slacktest.New(t)
 	limited := true
-	f.fail = func(c slackCall, w http.ResponseWriter) bool {
+	f.FailWith(func(c slacktest.Call, w http.ResponseWriter) bool {
 		if c.Method != "chat.update" || !limited {
 			return false
 		}
@@ -373,7 +382,7 @@ func TestUpdateRetryAfterHonoured(t *testing.T) {
 		w.Header().Set("Retry-After", "1")
 		w.WriteHeader(http.StatusTooManyRequests)
 		return true
-	}
+	})
 	sk := threadSink(t, f, newMemState(), nil)
 	life := recordingLife()
 	if err := sk.Send(context.Background(), life[0]); err != nil {
@@ -391,7 +400,7 @@ func TestUpdateRetryAfterHonoured(t *testing.T) {
 	if took := time.Since(start); took < 900*time.Millisecond {
 		t.Errorf("next call after Retry-After: 1 went out after %v", took)
 	}
-	calls := f.recorded()
+	calls := f.Calls()
 	if c := calls[len(calls)-1]; c.Method != "chat.update" || strings.Count(c.Blocks, "✓ recording done `rec-1`") != 1 {
 		t.Errorf("the retry did not update the parent: %+v", c)
 	}
