@@ -159,7 +159,7 @@
         el("td", { class: "num" }, s.dead_letters ? el("a", { href: `/dead-letters?sink=${encodeURIComponent(s.name)}`, text: num(s.dead_letters) }) : "0"),
         el("td", { class: "num", text: num(s.pending) }),
         el("td", {}, s.breaker_open ? badge("open") : badge("closed")),
-        el("td", { class: "err", text: s.last_error || "—" }))));
+        el("td", { class: s.last_error ? "err" : "", text: s.last_error || "—" }))));
       $("#sinks-empty").hidden = ov.sinks.length > 0;
       $("#expectations tbody").replaceChildren(...ov.expectations.map((x) => el("tr", {},
         el("th", { scope: "row", text: x.name }), el("td", { class: "num", text: num(x.open) }), el("td", { class: "num", text: num(x.missed) }))));
@@ -248,6 +248,8 @@
         showError(e.status === 404 ? "No such event: the id is wrong, or it has left history (storage.history)." : e.message);
         return false;
       }
+      $("h1").replaceChildren(ev.event || "Event", " ", el("span", { class: "muted", text: `#${ev.id}` }));
+      document.title = `${ev.event || "Event"} #${ev.id} · relay console`;
       $("#meta").replaceChildren(...meta([
         ["Message id", el("span", { class: "mono", text: ev.msg_id })],
         ["Event", ev.event || "—"],
@@ -259,7 +261,7 @@
       $("#trail tbody").replaceChildren(...sinks.map((s) => {
         const t = ev.sinks[s];
         return el("tr", {}, el("th", { scope: "row", text: s }), el("td", {}, badge(t.status)), el("td", { class: "num", text: num(t.attempts) }),
-          el("td", {}, when(t.last_attempt_at)), el("td", { class: "err", text: t.last_error || "—" }));
+          el("td", {}, when(t.last_attempt_at)), el("td", { class: t.last_error ? "err" : "", text: t.last_error || "—" }));
       }));
       $("#trail-empty").hidden = sinks.length > 0;
       const pre = $("#payload");
