@@ -19,10 +19,15 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
+	"github.com/chromedp/cdproto/cdp"
+	cdplog "github.com/chromedp/cdproto/log"
+	"github.com/chromedp/cdproto/runtime"
 	"github.com/chromedp/chromedp"
+	"github.com/chromedp/chromedp/kb"
 
 	"github.com/relay-dev/relay/relay/relaytest"
 )
@@ -85,8 +90,50 @@ func newBrowser(t *testing.T) *browser {
 		t.Fatalf("start chromium %s: %v", path, err)
 	}
 	b := &browser{t: t, ctx: ctx}
+	b.watchErrors()
 	b.do("set the viewport", chromedp.EmulateViewport(1280, 800))
 	return b
+}
+
+// watchErrors fails the test, at its end, for every uncaught script error
+// and every security message (a Content-Security-Policy violation, say)
+// that a page reported.
+func (b *browser) watchErrors() {
+	var mu sync.Mutex
+	var problems []string
+	add := func(s string) {
+		mu.Lock()
+		problems = append(problems, s)
+		mu.Unlock()
+	}
+	err := chromedp.Listen(b.ctx, func(ev any) {
+		switch e := ev.(type) {
+		case *runtime.EventExceptionThrown:
+			msg := e.ExceptionDetails.Text
+			if e.ExceptionDetails.Exception != nil {
+				msg += " " + e.ExceptionDetails.Exception.Description
+			}
+			add(fmt.Sprintf("script error at %s:%d: %s", e.ExceptionDetails.URL, e.ExceptionDetails.LineNumber+1, msg))
+		case *cdplog.EventEntryAdded:
+			if e.Entry.Source == cdplog.EntrySourceSecurity {
+				add("security: " + e.Entry.Text)
+			}
+		}
+	})
+	if err != nil {
+		b.t.Fatalf("listen to the page: %v", err)
+	}
+	b.do("enable the log", chromedp.Func(func(ctx context.Context, t *chromedp.Target) error {
+		_, err := cdp.Call(ctx, t, cdplog.Enable, cdp.Empty{})
+		return err
+	}))
+	b.t.Cleanup(func() {
+		mu.Lock()
+		defer mu.Unlock()
+		for _, p := range problems {
+			b.t.Errorf("the page reported %s", p)
+		}
+	})
 }
 
 // do runs actions, failing the test with what when they fail or take
@@ -291,7 +338,8 @@ func TestConsole(t *testing.T) {
 	if got := b.text("#confirm-text"); !strings.HasPrefix(got, "Purge 2 dead letters?") {
 		t.Fatalf("confirmation says %q, want it to say how many (2)", got)
 	}
-	b.do("cancel", chromedp.Click(chromedp.CSS("#confirm-cancel")))
+	b.until("the focus on Cancel", `document.activeElement.id === "confirm-cancel"`)
+	b.do("cancel with Escape", chromedp.KeyEvent(kb.Escape))
 	b.until("the dialog closed", `!document.querySelector("#confirm").open`)
 	if n := b.text("#result"); strings.Contains(n, "Purged") {
 		t.Fatalf("cancel purged: %q", n)
@@ -303,8 +351,28 @@ func TestConsole(t *testing.T) {
 	b.until("the empty state", `!document.querySelector("#empty").hidden && document.querySelectorAll("#dead tbody tr").length === 0`)
 	r.hook.code.Store(http.StatusOK)
 
-	// A bad where shows the compiler's message.
+	// Pause holds new events back; Resume shows them.
 	b.open(r.admin + "/events")
+	b.until("the feed", `document.querySelector("#feed tbody").innerText.includes("msg_dead_3")`)
+	b.do("pause", chromedp.Click(chromedp.CSS("#pause")))
+	b.until("paused", `document.querySelector("#pause").getAttribute("aria-pressed") === "true" && document.querySelector("#status").innerText.startsWith("Paused")`)
+	r.send("msg_live_4", eventBody("bot.done", "rec_5"))
+	relaytest.Eventually(t, wait, "msg_live_4 stored", func() bool { return r.stored("msg_live_4") })
+	if got := b.text("#feed tbody"); strings.Contains(got, "msg_live_4") {
+		t.Fatal("a paused feed showed a new event")
+	}
+	b.do("resume", chromedp.Click(chromedp.CSS("#pause")))
+	b.until("the held event after resuming", `document.querySelector("#feed tbody tr:first-child").innerText.includes("msg_live_4")`)
+
+	// The keyboard: the first Tab reaches "Skip to content", which moves
+	// the focus to the page's content.
+	b.open(r.admin + "/events")
+	b.do("press Tab", chromedp.KeyEvent(kb.Tab))
+	b.until("the skip link focused", `document.activeElement.className === "skip"`)
+	b.do("follow it", chromedp.KeyEvent(kb.Enter))
+	b.until("the focus in the content", `location.hash === "#main"`)
+
+	// A bad where shows the compiler's message.
 	b.do("type a bad filter", chromedp.SendKeys(chromedp.CSS("#where"), "sub_cod == 1"), chromedp.Submit(chromedp.CSS("#where")))
 	b.until("the compiler's message", `!document.querySelector("#error").hidden && document.querySelector("#error").innerText.startsWith("where: unknown name sub_cod")`)
 

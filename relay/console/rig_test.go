@@ -2,10 +2,12 @@ package console_test
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -66,6 +68,7 @@ type rig struct {
 	admin string // http://127.0.0.1:port
 	wh    *svix.Webhook
 	hook  *hookSink
+	token string // the admin token ("" for none)
 }
 
 // startRelay starts the relay with admin token token ("" for none).
@@ -138,7 +141,7 @@ expectations:
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &rig{t: t, srv: srv, admin: "http://" + srv.AdminAddr(), wh: wh, hook: hook}
+	return &rig{t: t, srv: srv, admin: "http://" + srv.AdminAddr(), wh: wh, hook: hook, token: token}
 }
 
 // send posts a signed event and requires the relay to accept it.
@@ -162,6 +165,21 @@ func (r *rig) send(msgID, body string) {
 	if resp.StatusCode != http.StatusOK {
 		r.t.Fatalf("send %s: %d %s", msgID, resp.StatusCode, b)
 	}
+}
+
+// stored reports whether the relay's events API has an event with msgID.
+func (r *rig) stored(msgID string) bool {
+	req, _ := http.NewRequest(http.MethodGet, r.admin+"/api/v1/events?where="+url.QueryEscape(fmt.Sprintf("msg_id == %q", msgID)), nil)
+	req.Header.Set("Authorization", "Bearer "+r.token)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return false
+	}
+	defer resp.Body.Close()
+	var page struct {
+		Events []struct{} `json:"events"`
+	}
+	return resp.StatusCode == http.StatusOK && json.NewDecoder(resp.Body).Decode(&page) == nil && len(page.Events) > 0
 }
 
 func eventBody(event, recording string) string {
