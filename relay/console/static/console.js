@@ -27,8 +27,10 @@
 
   // api calls the admin API with the session cookie; a non-2xx answer
   // throws its {"error"} text, a 401 goes back to the login form.
+  let serverDate = NaN; // the server's clock at its latest answer (ms)
   async function api(path, opts = {}) {
     const res = await fetch(path, { ...opts, credentials: "same-origin", headers: { Accept: "application/json", ...(opts.headers || {}) } });
+    serverDate = Date.parse(res.headers.get("Date") || "") || serverDate;
     let body = null;
     try { body = await res.json(); } catch (_) { /* not JSON */ }
     if (res.status === 401 && document.body.dataset.page !== "login") {
@@ -176,15 +178,21 @@
   // ---- live feed ----
   function events() {
     const input = $("#where"), pause = $("#pause"), tbody = $("#feed tbody");
-    const rows = new Map(); // id -> tr
+    const rows = new Map(); // id -> {tr, e}
     let where = params.get("where") || "", paused = false, broken = false, gen = 0, first = true;
+    // horizon is the server's time at the last answer: later polls ask only
+    // for events received since (less a margin for clocks of other relays),
+    // or since the oldest shown event whose deliveries have not settled, so
+    // that a filter matching little does not rescan history every second.
+    let horizon = NaN;
+    const settled = (e) => Object.values(e.sinks || {}).every((t) => t.status === "delivered" || t.status === "dead_lettered");
     input.value = where;
     $("#filter").addEventListener("submit", (ev) => {
       ev.preventDefault();
       where = input.value.trim();
       keepParams({ where });
       rows.clear(); tbody.replaceChildren();
-      broken = false; first = true; gen++;
+      broken = false; first = true; horizon = NaN; gen++;
       poll();
     });
     pause.addEventListener("click", () => {
@@ -211,6 +219,11 @@
       const mine = gen;
       const q = new URLSearchParams({ limit: "100" });
       if (where) q.set("where", where);
+      if (!isNaN(horizon)) {
+        let since = horizon;
+        for (const { e } of rows.values()) if (!settled(e)) since = Math.min(since, Date.parse(e.received_at));
+        q.set("since", new Date(since - 30000).toISOString());
+      }
       let res;
       try { res = await api("/api/v1/events?" + q); } catch (e) {
         if (mine !== gen) return;
@@ -219,13 +232,18 @@
         return;
       }
       if (mine !== gen || paused) return;
+      horizon = serverDate;
       clearError();
       for (const e of res.events.slice().reverse()) {
         const old = rows.get(e.id);
-        if (old) { old.querySelector(".deliveries").replaceChildren(...trailBadges(e.sinks)); continue; }
+        if (old) {
+          old.e = e;
+          old.tr.querySelector(".deliveries").replaceChildren(...trailBadges(e.sinks));
+          continue;
+        }
         const tr = row(e);
         if (!first) tr.classList.add("new");
-        rows.set(e.id, tr);
+        rows.set(e.id, { tr, e });
         tbody.prepend(tr);
       }
       while (rows.size > 500) { const last = tbody.lastElementChild; rows.delete(Number(last.dataset.id)); last.remove(); }
