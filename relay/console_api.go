@@ -308,16 +308,16 @@ func (s *Server) handleConfig(w http.ResponseWriter, r *http.Request) {
 	if f := s.reloadFailed.Load(); f != nil && !ll.OK {
 		ll.FailedAt, ll.Errors = &f.at, f.errs
 	}
-	writeJSONValue(w, http.StatusOK, map[string]any{"config": ConfigView(s.cfg.Load()), "last_load": ll})
+	writeJSONValue(w, http.StatusOK, map[string]any{"config": configView(s.cfg.Load()), "last_load": ll})
 }
 
-// ConfigView is cfg as the config file spells it (its keys), with every
+// configView is cfg as the config file spells it (its keys), with every
 // secret redacted: sinks.Secret values, every value of a sink option whose
 // key names a secret (token, secret, password, key, webhook) or of a
 // headers map, and the credentials, path and query of every URL (as
 // sinks.RedactURL shows them). Values the file does not set show their
 // defaults.
-func ConfigView(cfg *Config) map[string]any {
+func configView(cfg *Config) map[string]any {
 	out := viewOf(reflect.ValueOf(*cfg)).(map[string]any)
 	sinkViews := map[string]any{}
 	for name, sc := range cfg.Sinks {

@@ -2,6 +2,8 @@ package relay
 
 import (
 	"encoding/json"
+	"net/http"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -41,7 +43,7 @@ rules:
 	if err != nil {
 		t.Fatal(err)
 	}
-	b, err := json.Marshal(ConfigView(cfg))
+	b, err := json.Marshal(configView(cfg))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -57,5 +59,70 @@ rules:
 		if !strings.Contains(view, shown) {
 			t.Errorf("the config view lacks %s:\n%s", shown, view)
 		}
+	}
+}
+
+// TestConsoleRoutes: the overview, rules, route and config routes answer
+// from the running relay, and the config route reports a failed reload
+// with its problems until a reload succeeds.
+func TestConsoleRoutes(t *testing.T) {
+	good := testServerConfig(t.TempDir(), `
+rules:
+  - name: failures
+    when: status == "failed"
+    sinks: [a]
+`)
+	h := startHarness(t, nil, good)
+	h.mustAccept("msg_1", sampleBody)
+
+	var ov Overview
+	if code := h.admin("GET", "/api/v1/overview", &ov); code != 200 || ov.Accepted != 1 || len(ov.Sinks) != 2 || ov.Sinks[0].Name != "a" {
+		t.Fatalf("overview: %d %+v", code, ov)
+	}
+	var rs struct {
+		Rules []RuleOverview `json:"rules"`
+	}
+	if code := h.admin("GET", "/api/v1/rules", &rs); code != 200 || len(rs.Rules) != 1 || rs.Rules[0].Name != "failures" || rs.Rules[0].Matched != 1 {
+		t.Fatalf("rules: %d %+v", code, rs)
+	}
+
+	route := func(body string) (int, DryRunResult) {
+		resp, err := http.Post("http://"+h.srv.AdminAddr()+"/api/v1/route?source=recall", "application/json", strings.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var res DryRunResult
+		_ = json.NewDecoder(resp.Body).Decode(&res)
+		return resp.StatusCode, res
+	}
+	if code, res := route(sampleBody); code != 200 || !slices.Equal(res.Rules, []string{"failures"}) || len(res.Deliveries) != 1 || res.Deliveries[0].Sink != "a" {
+		t.Fatalf("route: %d %+v", code, res)
+	}
+	if code, _ := route(`[1]`); code != 400 {
+		t.Fatalf("route of a non-object: %d, want 400", code)
+	}
+
+	type lastLoad struct {
+		OK     bool     `json:"ok"`
+		Errors []string `json:"errors"`
+	}
+	var cv struct {
+		LastLoad lastLoad `json:"last_load"`
+	}
+	h.rewriteConfig(strings.Replace(good, `sinks: [a]`, `sinks: [nope]`, 1))
+	if err := h.srv.Reload(t.Context()); err == nil {
+		t.Fatal("a reload naming an unknown sink succeeded")
+	}
+	if code := h.admin("GET", "/api/v1/config", &cv); code != 200 || cv.LastLoad.OK || len(cv.LastLoad.Errors) == 0 || !strings.Contains(cv.LastLoad.Errors[0], "nope") {
+		t.Fatalf("config after a failed reload: %d %+v", code, cv)
+	}
+	h.rewriteConfig(good)
+	if err := h.srv.Reload(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	cv.LastLoad = lastLoad{}
+	if code := h.admin("GET", "/api/v1/config", &cv); code != 200 || !cv.LastLoad.OK || len(cv.LastLoad.Errors) != 0 {
+		t.Fatalf("config after a good reload: %d %+v", code, cv)
 	}
 }
