@@ -110,7 +110,8 @@ func pageNames() []string {
 
 // secure sets the headers every console answer carries: a content security
 // policy that allows only the console's own script and styles, no framing,
-// no referrer, and no caching of pages.
+// no referrer, no caching of pages, and revalidation of the script and
+// style sheet.
 func (c *console) secure(h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		hd := w.Header()
@@ -118,7 +119,9 @@ func (c *console) secure(h http.Handler) http.Handler {
 		hd.Set("X-Frame-Options", "DENY")
 		hd.Set("X-Content-Type-Options", "nosniff")
 		hd.Set("Referrer-Policy", "no-referrer")
-		if !strings.HasPrefix(r.URL.Path, "/static/") {
+		if strings.HasPrefix(r.URL.Path, "/static/") {
+			hd.Set("Cache-Control", "no-cache") // revalidate: an upgrade changes them
+		} else {
 			hd.Set("Cache-Control", "no-store")
 		}
 		h.ServeHTTP(w, r)
