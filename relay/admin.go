@@ -11,9 +11,12 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/relay-dev/relay/relay/console"
 )
 
-// adminHandler serves health, metrics, the dead-letter API and reload.
+// adminHandler serves health, metrics, the dead-letter API, reload and the
+// console.
 func (s *Server) adminHandler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
@@ -49,17 +52,19 @@ func (s *Server) adminHandler() http.Handler {
 		}
 		writeJSON(w, http.StatusOK, []byte(`{"status":"reloaded"}`+"\n"))
 	}))
+	s.mountConsole(mux)
 	return mux
 }
 
-// auth requires "Authorization: Bearer <admin_token>" when a token is set.
+// auth requires "Authorization: Bearer <admin_token>", or the console's
+// session cookie, when a token is set.
 func (s *Server) auth(h http.HandlerFunc) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		token := s.cfg.Load().Server.AdminToken.Reveal()
 		if token != "" {
 			got := r.Header.Get("Authorization")
 			want := "Bearer " + token
-			if subtle.ConstantTimeCompare([]byte(got), []byte(want)) != 1 {
+			if subtle.ConstantTimeCompare([]byte(got), []byte(want)) != 1 && !console.Authorized(r, token, s.opts.Now()) {
 				w.Header().Set("WWW-Authenticate", `Bearer realm="relay"`)
 				writeJSON(w, http.StatusUnauthorized, errorBody("missing or wrong admin token"))
 				return

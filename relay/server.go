@@ -68,6 +68,10 @@ type Server struct {
 	reloadMu sync.Mutex
 	stopOnce sync.Once
 	stopErr  error
+
+	// reloadFailed is why the latest reload failed (nil after a success),
+	// for the console.
+	reloadFailed atomic.Pointer[reloadFailure]
 }
 
 // New prepares a server for cfg. Nothing is opened until Start.
@@ -281,7 +285,8 @@ func (s *Server) Config() *Config { return s.cfg.Load() }
 // queued or in-flight deliveries. In cluster mode a valid file becomes the
 // cluster's shared config, which every relay applies; Reload returns once
 // this relay has (see sharedconfig.go).
-func (s *Server) Reload(ctx context.Context) error {
+func (s *Server) Reload(ctx context.Context) (err error) {
+	defer func() { s.noteReload(err) }()
 	if s.shared != nil {
 		err := s.reloadShared(ctx)
 		if err != nil {
