@@ -17,6 +17,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/relay-dev/relay/relay/relaytest"
 	"github.com/relay-dev/relay/sinks"
 )
 
@@ -616,12 +617,10 @@ type rawAnswer struct {
 // postRaw is post, with the answer's header.
 func (h *harness) postRaw(id, body string) (int, rawAnswer) {
 	h.t.Helper()
-	now := time.Now()
-	sig, _ := h.wh.Sign(id, now, []byte(body))
-	req, _ := http.NewRequest(http.MethodPost, "http://"+h.srv.IngestAddr()+"/webhooks/recall", strings.NewReader(body))
-	req.Header.Set("svix-id", id)
-	req.Header.Set("svix-timestamp", strconv.FormatInt(now.Unix(), 10))
-	req.Header.Set("svix-signature", sig)
+	req, err := relaytest.SignedRequest("http://"+h.srv.IngestAddr()+"/webhooks/recall", h.wh, id, time.Now(), []byte(body))
+	if err != nil {
+		h.t.Fatal(err)
+	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		h.t.Fatal(err)

@@ -8,12 +8,12 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/relay-dev/relay/relay/relaytest"
 	svix "github.com/svix/svix-webhooks/go"
 )
 
@@ -86,19 +86,7 @@ func signedRequest(url, secret, id, body string) (*http.Request, error) {
 	if err != nil {
 		return nil, err
 	}
-	now := time.Now()
-	sig, err := wh.Sign(id, now, []byte(body))
-	if err != nil {
-		return nil, err
-	}
-	req, err := http.NewRequest(http.MethodPost, url, strings.NewReader(body))
-	if err != nil {
-		return nil, err
-	}
-	req.Header.Set("svix-id", id)
-	req.Header.Set("svix-timestamp", strconv.FormatInt(now.Unix(), 10))
-	req.Header.Set("svix-signature", sig)
-	return req, nil
+	return relaytest.SignedRequest(url, wh, id, time.Now(), []byte(body))
 }
 
 // metric returns the value of one series scraped from the relay.

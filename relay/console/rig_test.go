@@ -10,7 +10,6 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -20,6 +19,7 @@ import (
 	svix "github.com/svix/svix-webhooks/go"
 
 	"github.com/relay-dev/relay/relay"
+	"github.com/relay-dev/relay/relay/relaytest"
 	"github.com/relay-dev/relay/sinks"
 	"github.com/relay-dev/relay/sinks/builtin"
 )
@@ -147,15 +147,10 @@ expectations:
 // send posts a signed event and requires the relay to accept it.
 func (r *rig) send(msgID, body string) {
 	r.t.Helper()
-	now := time.Now()
-	sig, err := r.wh.Sign(msgID, now, []byte(body))
+	req, err := relaytest.SignedRequest("http://"+r.srv.IngestAddr()+"/webhooks/recall", r.wh, msgID, time.Now(), []byte(body))
 	if err != nil {
 		r.t.Fatal(err)
 	}
-	req, _ := http.NewRequest(http.MethodPost, "http://"+r.srv.IngestAddr()+"/webhooks/recall", strings.NewReader(body))
-	req.Header.Set("svix-id", msgID)
-	req.Header.Set("svix-timestamp", strconv.FormatInt(now.Unix(), 10))
-	req.Header.Set("svix-signature", sig)
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		r.t.Fatal(err)

@@ -1,13 +1,18 @@
 // Package relaytest holds the helpers the relay's tests share across
-// packages: a bounded poll for a condition, and a buffer that a process's
-// output and the test may use at once.
+// packages: a bounded poll for a condition, a buffer that a process's
+// output and the test may use at once, and a signed webhook request.
 package relaytest
 
 import (
+	"bytes"
+	"net/http"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	svix "github.com/svix/svix-webhooks/go"
 )
 
 // PollInterval is how often Poll and Eventually check their condition.
@@ -54,4 +59,21 @@ func (l *LockedBuffer) String() string {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.b.String()
+}
+
+// SignedRequest is a webhook POST of body to url with the Svix headers of
+// message id, timestamped at and signed by wh, as Svix sends it.
+func SignedRequest(url string, wh *svix.Webhook, id string, at time.Time, body []byte) (*http.Request, error) {
+	sig, err := wh.Sign(id, at, body)
+	if err != nil {
+		return nil, err
+	}
+	req, err := http.NewRequest(http.MethodPost, url, bytes.NewReader(body))
+	if err != nil {
+		return nil, err
+	}
+	req.Header.Set("svix-id", id)
+	req.Header.Set("svix-timestamp", strconv.FormatInt(at.Unix(), 10))
+	req.Header.Set("svix-signature", sig)
+	return req, nil
 }
