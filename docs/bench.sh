@@ -669,12 +669,7 @@ split_load() {
 
 # drain ADMIN: waits (bounded) until the relay has nothing pending.
 drain() {
-	local i
-	for ((i = 0; i < DRAIN_TIMEOUT * 10; i++)); do
-		[[ $(metric "$1" relay_pending_deliveries) == 0 ]] && return 0
-		sleep 0.1
-	done
-	echo "bench.sh: deliveries still pending after ${DRAIN_TIMEOUT}s" >&2
+	[[ $(drain_time "$1") != ">"* ]] || echo "bench.sh: deliveries still pending after ${DRAIN_TIMEOUT}s" >&2
 }
 
 CLUSTER_ROWS=()
