@@ -220,7 +220,7 @@ start_relay() {
 	RELAY_PID=$!
 	PIDS+=("$RELAY_PID")
 	for ((i = 0; i < START_TIMEOUT * 10; i++)); do
-		line=$(grep -m 1 '"msg":"relay started"' "$logf" || true)
+		line=$(grep -m 1 '"msg":"relay started"' "$logf" 2>/dev/null || true)
 		[[ -n $line ]] && break
 		kill -0 "$RELAY_PID" 2>/dev/null || { cat "$logf" >&2; die "relay ($name) exited before starting"; }
 		sleep 0.1
