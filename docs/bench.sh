@@ -67,7 +67,9 @@
 # "fault" or "cluster" for those runs), RATIO_ROUNDS (3), SUSTAIN_RATES ("4000 6000 8000"), LOG_LEVEL (relay --log-level, info: one log line per event, as
 # deployed), RELAY_ENV (extra VAR=value words for relay serve only, e.g.
 # "GOGC=200"), PEER_DURATION (10s), PEER_WARMUP (2s), PEER_ROUNDS_64 (3),
-# PEER_ROUNDS_16 (3), PEER_CPU_ROUNDS (3), PEER_RATE (1000), BENTHOS_CACHE
+# PEER_ROUNDS_16 (3), PEER_CPU_ROUNDS (3), PEER_RATE (1000), PEER_SYSTEMS
+# ("floor relay-1s relay-always benthos", a subset for before/after pairs of
+# one build), BENTHOS_CACHE
 # (~/.cache/relay-bench), BENTHOS_BIN (a Benthos v4.27.0 binary), START_TIMEOUT (30 s), DRAIN_TIMEOUT (120 s), KEEP=1 keeps the
 # work directory (logs, reports) and prints its path.
 set -euo pipefail
@@ -94,6 +96,7 @@ PEER_ROUNDS_16=${PEER_ROUNDS_16:-3}
 PEER_CPU_ROUNDS=${PEER_CPU_ROUNDS:-3}
 PEER_RATE=${PEER_RATE:-1000}
 BENTHOS_CACHE=${BENTHOS_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/relay-bench}
+PEER_SYSTEMS=${PEER_SYSTEMS:-"floor relay-1s relay-always benthos"}
 
 SECRET=whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw # the quick-start demo secret
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -298,7 +301,7 @@ EOF
 
 # mb KB: kilobytes as megabytes, one decimal.
 mb() { awk -v k="$1" 'BEGIN { printf "%.1f", k / 1024 }'; }
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "n/a" }'; }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a ~ /^[0-9.]+$/ && b ~ /^[0-9.]+$/ && b > 0) printf "%.2f", a / b; else print "n/a" }'; }
 vm() { awk -v k="$2:" '$1 == k { print $2 }' "/proc/$1/status"; }
 
 log "building relay and relay-load"
@@ -958,13 +961,15 @@ peer_run() {
 # median VALUES...: the median (the lower middle one of an even count).
 median() { printf '%s\n' "$@" | sort -n | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
 
-PEER_SYSTEMS="floor relay-1s relay-always benthos"
 declare -A PEER_VALS PEER_MED
 PEER_ROUND_ROWS=()
 PEER_CHECKS=()
 if wants peer; then
 	command -v python3 >/dev/null || die "MEASURE=peer needs python3 (to find free ports)"
-	BENTHOS=${BENTHOS_BIN:-$(benthos_bin)}
+	for sys in $PEER_SYSTEMS; do
+		[[ " floor relay-1s relay-always benthos " == *" $sys "* ]] || die "PEER_SYSTEMS: unknown system $sys"
+	done
+	[[ " $PEER_SYSTEMS " == *" benthos "* ]] && BENTHOS=${BENTHOS_BIN:-$(benthos_bin)}
 	CLK_TCK=$(getconf CLK_TCK)
 	# peer_column KEY C RATE ROUNDS SYSTEMS: interleaved rounds of one column.
 	peer_column() {
@@ -982,12 +987,14 @@ if wants peer; then
 	}
 	peer_column c64 64 "" "$PEER_ROUNDS_64" "$PEER_SYSTEMS"
 	peer_column c16 16 "" "$PEER_ROUNDS_16" "$PEER_SYSTEMS"
-	peer_column rate 64 "$PEER_RATE" "$PEER_CPU_ROUNDS" "floor relay-1s benthos"
+	peer_column rate 64 "$PEER_RATE" "$PEER_CPU_ROUNDS" "$(for sys in $PEER_SYSTEMS; do [[ $sys == relay-always ]] || echo "$sys"; done)"
 	for sys in $PEER_SYSTEMS; do
-		PEER_MED[$sys-a64]=$(median ${PEER_VALS[c64-accept-$sys]})
-		PEER_MED[$sys-d64]=$(median ${PEER_VALS[c64-delivered-$sys]})
-		PEER_MED[$sys-a16]=$(median ${PEER_VALS[c16-accept-$sys]})
-		PEER_MED[$sys-cpu]=$(median ${PEER_VALS[rate-cpu-$sys]:-0})
+		PEER_MED[$sys-a64]=$(median ${PEER_VALS[c64-accept-$sys]:-})
+		PEER_MED[$sys-d64]=$(median ${PEER_VALS[c64-delivered-$sys]:-})
+		PEER_MED[$sys-a16]=$(median ${PEER_VALS[c16-accept-$sys]:-})
+		PEER_MED[$sys-cpu]=$(median ${PEER_VALS[rate-cpu-$sys]:-})
+		PEER_MED[$sys-cpu64]=$(median ${PEER_VALS[c64-cpu-$sys]:-})
+		PEER_MED[$sys-cpu16]=$(median ${PEER_VALS[c16-cpu-$sys]:-})
 	done
 fi
 
@@ -1077,7 +1084,7 @@ if [[ -n $MEM_ROW ]]; then
 	echo "$MEM_ROW"
 fi
 if ((${#PEER_ROUND_ROWS[@]})); then
-	pm() { echo "${PEER_MED[$1]:-}"; }
+	pm() { echo "${PEER_MED[$1]:-–}"; }
 	echo
 	echo "### Cost per event against a peer (medians of interleaved rounds; docs/bench/peer-*.yaml; $PEER_DURATION per run)"
 	echo
@@ -1089,7 +1096,7 @@ if ((${#PEER_ROUND_ROWS[@]})); then
 	echo "| Benthos v4.27.0 | $(pm benthos-a64) | $(pm benthos-d64) | $(pm benthos-a16) | $(pm benthos-cpu) µs |"
 	echo
 	# verdict RATIO OP BAR: the ratio and whether it meets the bar.
-	verdict() { awk -v r="$1" -v op="$2" -v b="$3" 'BEGIN { ok = (op == ">=" ? r >= b : (op == "<=" ? r <= b : r < b)); printf "%s (%s %s: %s)", r, op, b, ok ? "met" : "NOT met" }'; }
+	verdict() { awk -v r="$1" -v op="$2" -v b="$3" 'BEGIN { if (r == "n/a") { print "n/a (not measured)"; exit } ok = (op == ">=" ? r >= b : (op == "<=" ? r <= b : r < b)); printf "%s (%s %s: %s)", r, op, b, ok ? "met" : "NOT met" }'; }
 	echo "| ratio | value |"
 	echo "| --- | --- |"
 	echo "| c=64 delivered/s, relay 1s / Benthos | $(verdict "$(ratio "$(pm relay-1s-d64)" "$(pm benthos-d64)")" ">=" 1.5) |"
@@ -1099,6 +1106,8 @@ if ((${#PEER_ROUND_ROWS[@]})); then
 	echo "| c=16 accepted/s, relay always / Benthos | $(verdict "$(ratio "$(pm relay-always-a16)" "$(pm benthos-a16)")" ">=" 1.0) |"
 	echo "| CPU per event at $PEER_RATE/s, relay 1s / floor | $(verdict "$(ratio "$(pm relay-1s-cpu)" "$(pm floor-cpu)")" "<=" 2.0) |"
 	echo "| CPU per event at $PEER_RATE/s, relay 1s / Benthos | $(verdict "$(ratio "$(pm relay-1s-cpu)" "$(pm benthos-cpu)")" "<" 1.0) |"
+	echo
+	echo "CPU per event in the closed-loop runs (the one process, first request to last delivery; µs, c=64 / c=16): $(for sys in $PEER_SYSTEMS; do printf '%s %s / %s; ' "$sys" "$(pm "$sys-cpu64")" "$(pm "$sys-cpu16")"; done)"
 	echo
 	echo "Every acknowledged id in the archive exactly once: $(((${#PEER_CHECKS[@]})) && printf '%s; ' "${PEER_CHECKS[@]}" || echo "yes, in every run")"
 	echo
