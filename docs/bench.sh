@@ -61,13 +61,26 @@
 #           endpoint got, the time from recovery to the last delivery, dead
 #           letters and the relay's peak RSS (VmHWM). Not in the default
 #           MEASURE: it lasts FAULT_OUTAGE plus the drain.
+#   peer    (not in the default set; about 10 minutes) the cost per event
+#           against a peer doing the same job: the floor, the relay with
+#           docs/bench/peer-relay.yaml (sync 1s and always) and Benthos
+#           v4.27.0 with docs/bench/peer-benthos.yaml, in interleaved rounds:
+#           accepted/s at concurrency 64 and 16, delivered/s (first request
+#           to last delivery) at 64, CPU per event at a steady PEER_RATE/s,
+#           medians and the ratios docs/benchmarks.md tracks. Benthos is
+#           built once from the Go module proxy into BENTHOS_CACHE (or give
+#           BENTHOS_BIN); nothing of it enters the repository.
 #
 # Environment: DURATION (15s), CONCURRENCIES ("1 16 64"), E2E_RATE (1000),
 # MEM_EVENTS (100000), MEM_CONCURRENCY (64), FAULT_OUTAGE (10m), FAULT_EVENTS
 # (10000), HISTORY_EVENTS (1000000), MEASURE ("floor fsync relay ratio sustain
 # burst e2e mem"; add "history", "fault" or "cluster" for those runs), RATIO_ROUNDS (3), SUSTAIN_RATES ("4000 6000 8000"), LOG_LEVEL (relay --log-level, info: one log line per event, as
 # deployed), RELAY_ENV (extra VAR=value words for relay serve only, e.g.
-# "GOGC=200"), START_TIMEOUT (30 s), DRAIN_TIMEOUT (120 s), KEEP=1 keeps the
+# "GOGC=200"), PEER_DURATION (10s), PEER_WARMUP (2s), PEER_ROUNDS_64 (3),
+# PEER_ROUNDS_16 (3), PEER_CPU_ROUNDS (3), PEER_RATE (1000), PEER_SYSTEMS
+# ("floor relay-1s relay-always benthos", a subset for before/after pairs of
+# one build), BENTHOS_CACHE
+# (~/.cache/relay-bench), BENTHOS_BIN (a Benthos v4.27.0 binary), START_TIMEOUT (30 s), DRAIN_TIMEOUT (120 s), KEEP=1 keeps the
 # work directory (logs, reports) and prints its path.
 set -euo pipefail
 
@@ -87,6 +100,14 @@ RELAY_ENV=${RELAY_ENV:-}
 START_TIMEOUT=${START_TIMEOUT:-30}
 DRAIN_TIMEOUT=${DRAIN_TIMEOUT:-120}
 KEEP=${KEEP:-0}
+PEER_DURATION=${PEER_DURATION:-10s}
+PEER_WARMUP=${PEER_WARMUP:-2s}
+PEER_ROUNDS_64=${PEER_ROUNDS_64:-3}
+PEER_ROUNDS_16=${PEER_ROUNDS_16:-3}
+PEER_CPU_ROUNDS=${PEER_CPU_ROUNDS:-3}
+PEER_RATE=${PEER_RATE:-1000}
+BENTHOS_CACHE=${BENTHOS_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/relay-bench}
+PEER_SYSTEMS=${PEER_SYSTEMS:-"floor relay-1s relay-always benthos"}
 
 SECRET=whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw # the quick-start demo secret
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -213,7 +234,7 @@ start_relay() {
 	RELAY_PID=$!
 	PIDS+=("$RELAY_PID")
 	for ((i = 0; i < START_TIMEOUT * 10; i++)); do
-		line=$(grep -m 1 '"msg":"relay started"' "$logf" || true)
+		line=$(grep -m 1 '"msg":"relay started"' "$logf" 2>/dev/null || true)
 		[[ -n $line ]] && break
 		kill -0 "$RELAY_PID" 2>/dev/null || { cat "$logf" >&2; die "relay ($name) exited before starting"; }
 		sleep 0.1
@@ -291,7 +312,7 @@ EOF
 
 # mb KB: kilobytes as megabytes, one decimal.
 mb() { awk -v k="$1" 'BEGIN { printf "%.1f", k / 1024 }'; }
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "n/a" }'; }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a ~ /^[0-9.]+$/ && b ~ /^[0-9.]+$/ && b > 0) printf "%.2f", a / b; else print "n/a" }'; }
 vm() { awk -v k="$2:" '$1 == k { print $2 }' "/proc/$1/status"; }
 
 log "building relay and relay-load"
@@ -830,6 +851,242 @@ EOF
 	FAULT_ROW="| $FAULT_OUTAGE | $FAULT_EVENTS | $accepted | $got | $repeats | $((accepted - got)) | $refused | $opened | $drain | $dead_before / $dead | $pending | $(mb "$hwm") |"
 fi
 
+# --- g: cost per event against a peer (MEASURE=peer) -------------------------
+# The same job three ways, in interleaved rounds: verify the Svix signature,
+# archive every event as one line to a file (no fsync), POST every
+# transcript.failed event to a relay-load --receive endpoint. The relay runs
+# docs/bench/peer-relay.yaml with storage.sync 1s and always; the peer is
+# Benthos v4.27.0 running docs/bench/peer-benthos.yaml (no durability, no
+# dedupe); the floor is relay-load --floor (verify + parse, nothing else).
+# Columns: accepted/s closed loop at concurrency 64 and 16; delivered/s at
+# 64 = archive lines written from the first request until the relay's
+# relay_pending_deliveries reads 0 again (Benthos: until its archive stops
+# growing), over that time; CPU per event (utime + stime from /proc/PID/stat
+# of the one process, from the first request to the last delivery) at an
+# open-loop steady PEER_RATE/s. Every run starts from a fresh directory,
+# sends a PEER_WARMUP warm-up whose deliveries are drained before measuring,
+# and checks that each acknowledged id is in the archive exactly once.
+
+# benthos_bin: the Benthos v4.27.0 binary, built once into BENTHOS_CACHE
+# from a scratch module (its main imports public/components/io and
+# public/components/pure only) and kept there between runs.
+benthos_bin() {
+	local dir=$BENTHOS_CACHE/benthos-v4.27.0
+	if [[ -x $dir/benthos ]]; then
+		echo "$dir/benthos"
+		return 0
+	fi
+	log "building Benthos v4.27.0 from the module proxy into $dir (once)"
+	mkdir -p "$dir/src"
+	cat >"$dir/src/go.mod" <<'EOF'
+module relaybench/benthos
+
+go 1.22
+
+require github.com/benthosdev/benthos/v4 v4.27.0
+EOF
+	cat >"$dir/src/main.go" <<'EOF'
+package main
+
+import (
+	"context"
+
+	_ "github.com/benthosdev/benthos/v4/public/components/io"
+	_ "github.com/benthosdev/benthos/v4/public/components/pure"
+	"github.com/benthosdev/benthos/v4/public/service"
+)
+
+func main() {
+	service.RunCLI(context.Background())
+}
+EOF
+	(cd "$dir/src" && GOFLAGS=-mod=mod go mod tidy && go build -o "$dir/benthos.tmp" . && mv "$dir/benthos.tmp" "$dir/benthos") >&2 ||
+		die "building Benthos failed (it needs the Go module proxy once)"
+	echo "$dir/benthos"
+}
+
+now_ns() { date +%s%N; }
+
+# wait_port NAME PID ADDR: waits until something answers HTTP on ADDR.
+wait_port() {
+	local i
+	for ((i = 0; i < START_TIMEOUT * 10; i++)); do
+		curl -s -o /dev/null --max-time 1 "http://$3/" && return 0
+		kill -0 "$2" 2>/dev/null || die "$1 exited before listening on $3"
+		sleep 0.1
+	done
+	die "$1 did not listen on $3 within ${START_TIMEOUT}s"
+}
+
+# peer_start SYS NAME: starts SYS (floor, relay-1s, relay-always, benthos)
+# with its receiver in a fresh directory WORK/NAME; sets P_PID, P_URL,
+# P_ADMIN (relay only), P_FILE (the archive; none for the floor) and
+# P_RECV (the receiver's pid, or empty).
+peer_start() {
+	local sys=$1 name=$2 dir=$WORK/$2 addr
+	mkdir -p "$dir"
+	P_RECV="" P_ADMIN="" P_FILE=""
+	if [[ $sys == floor ]]; then
+		start_loadtool "$name-floor" --floor 127.0.0.1:0 --secret "$SECRET"
+		P_PID=$LAST_PID
+		P_URL=http://$LAST_ADDR/webhooks/recall
+		return 0
+	fi
+	start_loadtool "$name-receiver" --receive 127.0.0.1:0
+	P_RECV=$LAST_PID
+	P_FILE=$dir/events.jsonl
+	if [[ $sys == benthos ]]; then
+		addr=127.0.0.1:$(free_port)
+		BENTHOS_ADDR=$addr BENTHOS_KEY_B64=${SECRET#whsec_} BENTHOS_FILE=$P_FILE RECV_URL=http://$LAST_ADDR/hook \
+			"$BENTHOS" -c "$ROOT/docs/bench/peer-benthos.yaml" >"$WORK/$name.log" 2>&1 &
+		P_PID=$!
+		PIDS+=("$P_PID")
+		wait_port "benthos ($name)" "$P_PID" "$addr"
+		P_URL=http://$addr/webhooks/recall
+		return 0
+	fi
+	local saved_env=$RELAY_ENV
+	RELAY_ENV="$RELAY_ENV RELAY_BENCH_SECRET=$SECRET RELAY_BENCH_DATA=$dir RELAY_BENCH_RECV=http://$LAST_ADDR/hook RELAY_BENCH_SYNC=${sys#relay-}"
+	start_relay "$name" "$ROOT/docs/bench/peer-relay.yaml"
+	RELAY_ENV=$saved_env
+	P_PID=$RELAY_PID
+	P_URL=http://$RELAY_INGEST/webhooks/recall
+	P_ADMIN=$RELAY_ADMIN
+}
+
+# peer_stop NAME: stops what peer_start started and drops its directory.
+peer_stop() {
+	stop_proc "$P_PID"
+	[[ -n $P_RECV ]] && stop_proc "$P_RECV"
+	rm -rf "${WORK:?}/$1"
+	sync
+}
+
+# peer_delivered SYS: waits (bounded) until every accepted event is
+# delivered and prints the time it was, in ns: the relay's
+# relay_pending_deliveries read 0; Benthos's archive grew last (it has no
+# backlog to read, so it counts as done once its size has not changed for
+# a second); the floor delivers nothing (now).
+peer_delivered() {
+	local sys=$1 i size last="" last_ns
+	last_ns=$(now_ns)
+	case $sys in
+	floor) ;;
+	benthos)
+		for ((i = 0; i < DRAIN_TIMEOUT * 20; i++)); do
+			size=$(stat -c %s "$P_FILE" 2>/dev/null || echo 0)
+			if [[ $size != "$last" ]]; then
+				last=$size
+				last_ns=$(now_ns)
+			elif (($(now_ns) - last_ns > 1000000000)); then
+				break
+			fi
+			sleep 0.05
+		done
+		;;
+	*)
+		for ((i = 0; i < DRAIN_TIMEOUT * 20; i++)); do
+			[[ $(metric "$P_ADMIN" relay_pending_deliveries) == 0 ]] && break
+			sleep 0.05
+		done
+		last_ns=$(now_ns)
+		[[ $(metric "$P_ADMIN" relay_pending_deliveries) == 0 ]] || echo "bench.sh: deliveries still pending after ${DRAIN_TIMEOUT}s" >&2
+		;;
+	esac
+	echo "$last_ns"
+}
+
+# peer_lines NAME [IDS FILE...]: relay-load --check of the run's archive
+# against the acknowledged ids; the report is NAME.check.json.
+peer_lines() {
+	local name=$1 args=() f
+	shift
+	for f in "$@"; do args+=(--ids "$f"); done
+	"$BIN/relay-load" --check "$P_FILE" "${args[@]}" >"$WORK/$name.check.json" 2>"$WORK/$name.check.err" ||
+		{ cat "$WORK/$name.check.err" >&2; die "check $name failed"; }
+}
+
+# peer_run SYS NAME C [RATE]: one measured run of SYS at concurrency C
+# (closed loop, or open loop at RATE/s); sets P_ACCEPT (2xx/s), P_DELIVERED
+# (archive lines/s from the first request to the last delivery), P_CPU (µs
+# of CPU per accepted event) and P_CHECK (ok, or what was wrong).
+peer_run() {
+	local sys=$1 name=$2 c=$3 rate=${4:-} loadargs=() t0 t1 ticks0 ticks1 lines0=0 lines1=0 ok f
+	loadargs=(--concurrency "$c")
+	[[ -n $rate ]] && loadargs=(--concurrency 256 --rate "$rate")
+	peer_start "$sys" "$name"
+	log "peer: $sys ${rate:+rate=$rate/s }c=$c ($PEER_WARMUP warm-up + $PEER_DURATION) on $P_URL"
+	load "$name-warm" "$P_URL" "${loadargs[@]}" --duration "$PEER_WARMUP" --ids-out "$WORK/$name-warm.ids"
+	peer_delivered "$sys" >/dev/null
+	if [[ -n $P_FILE ]]; then
+		peer_lines "$name-warm"
+		lines0=$(jfield "$WORK/$name-warm.check.json" lines)
+	fi
+	ticks0=$(cpu_ticks "$P_PID")
+	t0=$(now_ns)
+	load "$name" "$P_URL" "${loadargs[@]}" --duration "$PEER_DURATION" --ids-out "$WORK/$name.ids"
+	t1=$(peer_delivered "$sys")
+	ticks1=$(cpu_ticks "$P_PID")
+	f=$WORK/$name.json
+	ok=$(jfield "$f" ok)
+	P_ACCEPT=$(jfield "$f" ok_throughput_rps)
+	P_CPU=$(awk -v t="$((ticks1 - ticks0))" -v k="$CLK_TCK" -v n="$ok" 'BEGIN { if (n > 0) printf "%.0f", t * 1e6 / k / n; else print 0 }')
+	P_DELIVERED=0
+	P_CHECK=ok
+	if [[ -n $P_FILE ]]; then
+		peer_lines "$name" "$WORK/$name-warm.ids" "$WORK/$name.ids"
+		lines1=$(jfield "$WORK/$name.check.json" lines)
+		P_DELIVERED=$(awk -v l="$((lines1 - lines0))" -v a="$t0" -v b="$t1" 'BEGIN { printf "%.0f", l * 1e9 / (b - a) }')
+		local missing repeated
+		missing=$(jfield "$WORK/$name.check.json" missing)
+		repeated=$(jfield "$WORK/$name.check.json" repeated)
+		((missing == 0 && repeated == 0)) || P_CHECK="$missing missing, $repeated repeated"
+	fi
+	(($(non2xx "$f") == 0)) || P_CHECK="$(non2xx "$f") non-2xx; $P_CHECK"
+	peer_stop "$name"
+	log "peer: $sys: accepted/s $P_ACCEPT, delivered/s $P_DELIVERED, CPU/event ${P_CPU} µs, ids $P_CHECK"
+}
+
+# median VALUES...: the median (the lower middle one of an even count).
+median() { printf '%s\n' "$@" | sort -n | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
+
+declare -A PEER_VALS PEER_MED
+PEER_ROUND_ROWS=()
+PEER_CHECKS=()
+if wants peer; then
+	command -v python3 >/dev/null || die "MEASURE=peer needs python3 (to find free ports)"
+	for sys in $PEER_SYSTEMS; do
+		[[ " floor relay-1s relay-always benthos " == *" $sys "* ]] || die "PEER_SYSTEMS: unknown system $sys"
+	done
+	[[ " $PEER_SYSTEMS " == *" benthos "* ]] && BENTHOS=${BENTHOS_BIN:-$(benthos_bin)}
+	CLK_TCK=$(getconf CLK_TCK)
+	# peer_column KEY C RATE ROUNDS SYSTEMS: interleaved rounds of one column.
+	peer_column() {
+		local key=$1 c=$2 rate=$3 rounds=$4 systems=$5 r sys
+		for ((r = 1; r <= rounds; r++)); do
+			for sys in $systems; do
+				peer_run "$sys" "peer-$key-$sys-r$r" "$c" "$rate"
+				PEER_VALS[$key-accept-$sys]+=" $P_ACCEPT"
+				PEER_VALS[$key-delivered-$sys]+=" $P_DELIVERED"
+				PEER_VALS[$key-cpu-$sys]+=" $P_CPU"
+				PEER_ROUND_ROWS+=("| $key | $r | $sys | $P_ACCEPT | $P_DELIVERED | $P_CPU | $P_CHECK |")
+				[[ $P_CHECK == ok ]] || PEER_CHECKS+=("$key round $r $sys: $P_CHECK")
+			done
+		done
+	}
+	peer_column c64 64 "" "$PEER_ROUNDS_64" "$PEER_SYSTEMS"
+	peer_column c16 16 "" "$PEER_ROUNDS_16" "$PEER_SYSTEMS"
+	peer_column rate 64 "$PEER_RATE" "$PEER_CPU_ROUNDS" "$(for sys in $PEER_SYSTEMS; do [[ $sys == relay-always ]] || echo "$sys"; done)"
+	for sys in $PEER_SYSTEMS; do
+		PEER_MED[$sys-a64]=$(median ${PEER_VALS[c64-accept-$sys]:-})
+		PEER_MED[$sys-d64]=$(median ${PEER_VALS[c64-delivered-$sys]:-})
+		PEER_MED[$sys-a16]=$(median ${PEER_VALS[c16-accept-$sys]:-})
+		PEER_MED[$sys-cpu]=$(median ${PEER_VALS[rate-cpu-$sys]:-})
+		PEER_MED[$sys-cpu64]=$(median ${PEER_VALS[c64-cpu-$sys]:-})
+		PEER_MED[$sys-cpu16]=$(median ${PEER_VALS[c16-cpu-$sys]:-})
+	done
+fi
+
 # --- report -----------------------------------------------------------------
 cpu=$(awk -F': *' '/^model name/ { print $2; exit }' /proc/cpuinfo)
 echo
@@ -922,6 +1179,38 @@ if [[ -n $MEM_ROW ]]; then
 	echo "| events accepted | accepted/s | RSS idle MB | RSS after MB | HWM MB | pending deliveries |"
 	echo "| ---: | ---: | ---: | ---: | ---: | ---: |"
 	echo "$MEM_ROW"
+fi
+if ((${#PEER_ROUND_ROWS[@]})); then
+	pm() { echo "${PEER_MED[$1]:-–}"; }
+	echo
+	echo "### Cost per event against a peer (medians of interleaved rounds; docs/bench/peer-*.yaml; $PEER_DURATION per run)"
+	echo
+	echo "| | accepted/s c=64 | delivered/s incl. drain, c=64 | accepted/s c=16 | CPU per event at a steady $PEER_RATE/s |"
+	echo "| --- | ---: | ---: | ---: | ---: |"
+	echo "| verify floor (svix verify + parse, nothing else) | $(pm floor-a64) | – | $(pm floor-a16) | $(pm floor-cpu) µs |"
+	echo "| relay \`sync: 1s\` | $(pm relay-1s-a64) ($(ratio "$(pm relay-1s-a64)" "$(pm floor-a64)")×) | $(pm relay-1s-d64) | $(pm relay-1s-a16) ($(ratio "$(pm relay-1s-a16)" "$(pm floor-a16)")×) | $(pm relay-1s-cpu) µs |"
+	echo "| relay \`sync: always\` | $(pm relay-always-a64) | $(pm relay-always-d64) | $(pm relay-always-a16) | – |"
+	echo "| Benthos v4.27.0 | $(pm benthos-a64) | $(pm benthos-d64) | $(pm benthos-a16) | $(pm benthos-cpu) µs |"
+	echo
+	# verdict RATIO OP BAR: the ratio and whether it meets the bar.
+	verdict() { awk -v r="$1" -v op="$2" -v b="$3" 'BEGIN { if (r == "n/a") { print "n/a (not measured)"; exit } ok = (op == ">=" ? r >= b : (op == "<=" ? r <= b : r < b)); printf "%s (%s %s: %s)", r, op, b, ok ? "met" : "NOT met" }'; }
+	echo "| ratio | value |"
+	echo "| --- | --- |"
+	echo "| c=64 delivered/s, relay 1s / Benthos | $(verdict "$(ratio "$(pm relay-1s-d64)" "$(pm benthos-d64)")" ">=" 1.5) |"
+	echo "| c=64 accepted/s, relay 1s / floor | $(verdict "$(ratio "$(pm relay-1s-a64)" "$(pm floor-a64)")" ">=" 0.6) |"
+	echo "| c=16 accepted/s, relay 1s / floor | $(verdict "$(ratio "$(pm relay-1s-a16)" "$(pm floor-a16)")" ">=" 0.6) |"
+	echo "| c=16 accepted/s, relay 1s / Benthos | $(verdict "$(ratio "$(pm relay-1s-a16)" "$(pm benthos-a16)")" ">=" 1.5) |"
+	echo "| c=16 accepted/s, relay always / Benthos | $(verdict "$(ratio "$(pm relay-always-a16)" "$(pm benthos-a16)")" ">=" 1.0) |"
+	echo "| CPU per event at $PEER_RATE/s, relay 1s / floor | $(verdict "$(ratio "$(pm relay-1s-cpu)" "$(pm floor-cpu)")" "<=" 2.0) |"
+	echo "| CPU per event at $PEER_RATE/s, relay 1s / Benthos | $(verdict "$(ratio "$(pm relay-1s-cpu)" "$(pm benthos-cpu)")" "<" 1.0) |"
+	echo
+	echo "CPU per event in the closed-loop runs (the one process, first request to last delivery; µs, c=64 / c=16): $(for sys in $PEER_SYSTEMS; do printf '%s %s / %s; ' "$sys" "$(pm "$sys-cpu64")" "$(pm "$sys-cpu16")"; done)"
+	echo
+	echo "Every acknowledged id in the archive exactly once: $(((${#PEER_CHECKS[@]})) && printf '%s; ' "${PEER_CHECKS[@]}" || echo "yes, in every run")"
+	echo
+	echo "| column | round | system | accepted/s | delivered/s | CPU µs/event | check |"
+	echo "| --- | ---: | --- | ---: | ---: | ---: | --- |"
+	printf '%s\n' "${PEER_ROUND_ROWS[@]}"
 fi
 if [[ -n $FAULT_ROW ]]; then
 	echo

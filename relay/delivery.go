@@ -81,8 +81,21 @@ const retryBudget = 1000
 
 // prefetch is how many messages the worker of a sink with the given
 // concurrency holds at most: being attempted, or fetched and waiting for a
-// slot (or for the breaker).
-func prefetch(concurrency int) int { return max(2*concurrency, 32) }
+// slot (or for the breaker). It fetches again once it holds half: the
+// larger the prefetch, the fewer pull requests per delivery (each one
+// subscribes and unsubscribes an inbox), which is what lets a backlog drain
+// fast (see docs/benchmarks.md, "Cost per event against a peer").
+// heldBytes bounds the memory those messages take.
+func prefetch(concurrency int) int { return max(2*concurrency, 256) }
+
+// minHeldBytes is the least a worker's held messages may take: what the
+// prefetch took when it was 32 messages of a 1 MiB body each.
+const minHeldBytes = 32 << 20
+
+// heldBytes is how many bytes of messages a worker holds at most, given the
+// store's largest message: at least minHeldBytes, and room for two of the
+// largest messages in the half of it a fetch is made with.
+func heldBytes(maxPayload int64) int { return max(minHeldBytes, 4*int(maxPayload)+4*heldOverhead) }
 
 // maxAckPending is the consumer's MaxAckPending for a sink of the given
 // concurrency.
@@ -177,7 +190,7 @@ func (w *worker) start(ctx context.Context, concurrency int, bc BreakerConfig) e
 	w.yielded = w.metrics.YieldTotal.WithLabelValues(w.name)
 	w.breakerOpen = w.metrics.BreakerOpen.WithLabelValues(w.name)
 	w.brk = newBreaker(bc, w.now, w.breakerChanged)
-	w.held = newHeldQueue(prefetch(concurrency))
+	w.held = newHeldQueue(prefetch(concurrency), heldBytes(w.store.nc.MaxPayload()))
 	w.slots = newSlots(concurrency)
 	w.sendCtx, w.cancelSend = context.WithCancel(context.Background())
 	cons, err := w.store.ensureConsumer(ctx, consumerConfig(w.name, concurrency, w.ackWait))
@@ -216,11 +229,11 @@ func (w *worker) configure(ctx context.Context, concurrency int, bc BreakerConfi
 // prefetch, until ctx is done.
 func (w *worker) fetchLoop(ctx context.Context) {
 	for {
-		n := w.held.waitRoom(ctx)
+		n, bytes := w.held.waitRoom(ctx)
 		if n == 0 {
 			return
 		}
-		if err := w.fetch(ctx, n); err != nil {
+		if err := w.fetch(ctx, n, bytes); err != nil {
 			w.log.Debug("fetch", "err", err)
 			select {
 			case <-ctx.Done():
@@ -231,12 +244,13 @@ func (w *worker) fetchLoop(ctx context.Context) {
 	}
 }
 
-// fetch makes one pull request for up to n messages, waiting at most
-// fetchWait for them, and takes in each one as it arrives.
-func (w *worker) fetch(ctx context.Context, n int) error {
+// fetch makes one pull request for up to n messages and about maxBytes
+// bytes, waiting at most fetchWait for them, and takes in each one as it
+// arrives.
+func (w *worker) fetch(ctx context.Context, n, maxBytes int) error {
 	fctx, cancel := context.WithTimeout(ctx, fetchWait)
 	defer cancel()
-	batch, err := w.cons.Fetch(n, jetstream.FetchContext(fctx))
+	batch, err := w.cons.Fetch(n, jetstream.FetchContext(fctx), jetstream.FetchMaxBytes(maxBytes))
 	if err != nil {
 		return err
 	}
@@ -268,7 +282,7 @@ func (w *worker) handle(msg jetstream.Msg) {
 		_ = msg.Ack()
 		return
 	}
-	w.held.add(&held{msg: msg, rules: rulesFor, stopBeat: w.heartbeat(msg)})
+	w.held.add(&held{msg: msg, rules: rulesFor, stopBeat: w.heartbeat(msg), size: heldSize(msg)})
 }
 
 // dispatch starts an attempt for each held message in turn, in the order
@@ -312,7 +326,7 @@ func (w *worker) deliver(h *held, probe bool) {
 // release ends the worker's hold on a settled message.
 func (w *worker) release(h *held) {
 	h.stopBeat()
-	w.held.settled()
+	w.held.settled(h)
 }
 
 // prepare builds the delivery of msg from its metadata and headers. The

@@ -14,25 +14,39 @@ type held struct {
 	msg      jetstream.Msg
 	rules    []string // the rules that route it to the sink
 	stopBeat func()
+	size     int // what it counts against the queue's byte limit (heldSize)
 }
+
+// heldOverhead is what a held message counts beyond its body: its subject,
+// reply subject and headers, generously.
+const heldOverhead = 1024
+
+// heldSize is what msg counts against a heldQueue's byte limit.
+func heldSize(msg jetstream.Msg) int { return len(msg.Data()) + heldOverhead }
 
 // heldQueue is what a worker holds: the messages waiting for an attempt,
-// in the order they were fetched, and the number held in all (waiting or
-// being attempted), which it keeps at or under its limit. One goroutine
-// takes from it (the worker's dispatcher); others add to it. Safe for
-// concurrent use.
+// in the order they were fetched, and the number and bytes held in all
+// (waiting or being attempted), which it keeps at or under its limits (a
+// fetch asks the store for no more than the room left in both). One
+// goroutine takes from it (the worker's dispatcher); others add to it.
+// Safe for concurrent use.
 type heldQueue struct {
-	mu      sync.Mutex
-	waiting []*held
-	count   int // waiting + being attempted
-	limit   int
-	closed  bool          // drained: the worker is stopping
-	more    chan struct{} // a message was queued (capacity 1)
-	room    chan struct{} // count or limit changed (capacity 1)
+	mu       sync.Mutex
+	waiting  []*held
+	count    int // waiting + being attempted
+	bytes    int // their sizes (heldSize)
+	limit    int
+	maxBytes int
+	closed   bool          // drained: the worker is stopping
+	more     chan struct{} // a message was queued (capacity 1)
+	room     chan struct{} // count or limit changed (capacity 1)
 }
 
-func newHeldQueue(limit int) *heldQueue {
-	return &heldQueue{limit: limit, more: make(chan struct{}, 1), room: make(chan struct{}, 1)}
+// newHeldQueue returns a queue holding at most limit messages and about
+// maxBytes bytes: a fetch is made only with at least maxBytes/2 of room, so
+// maxBytes should be at least twice the largest message.
+func newHeldQueue(limit, maxBytes int) *heldQueue {
+	return &heldQueue{limit: limit, maxBytes: maxBytes, more: make(chan struct{}, 1), room: make(chan struct{}, 1)}
 }
 
 func signal(ch chan struct{}) {
@@ -47,6 +61,7 @@ func (q *heldQueue) add(h *held) {
 	q.mu.Lock()
 	q.waiting = append(q.waiting, h)
 	q.count++
+	q.bytes += h.size
 	q.mu.Unlock()
 	signal(q.more)
 }
@@ -59,6 +74,7 @@ func (q *heldQueue) requeue(h *held) bool {
 	q.mu.Lock()
 	if q.closed {
 		q.count--
+		q.bytes -= h.size
 		q.mu.Unlock()
 		return false
 	}
@@ -68,10 +84,11 @@ func (q *heldQueue) requeue(h *held) bool {
 	return true
 }
 
-// settled records that a message taken from the queue was settled.
-func (q *heldQueue) settled() {
+// settled records that h, taken from the queue, was settled.
+func (q *heldQueue) settled(h *held) {
 	q.mu.Lock()
 	q.count--
+	q.bytes -= h.size
 	q.mu.Unlock()
 	signal(q.room)
 }
@@ -107,23 +124,24 @@ func (q *heldQueue) next() *held {
 	return h
 }
 
-// waitRoom waits until at most half the limit is held and returns how many
-// more messages may be fetched; 0 when ctx ended first. Fetching in halves
-// keeps a batch on hand while the next is fetched.
-func (q *heldQueue) waitRoom(ctx context.Context) int {
+// waitRoom waits until at most half of each limit is held and returns how
+// many more messages, and bytes, may be fetched; 0 messages when ctx ended
+// first. Fetching in halves keeps a batch on hand while the next is
+// fetched.
+func (q *heldQueue) waitRoom(ctx context.Context) (n, bytes int) {
 	for ctx.Err() == nil {
 		q.mu.Lock()
-		count, limit := q.count, q.limit
+		count, limit, held, maxBytes := q.count, q.limit, q.bytes, q.maxBytes
 		q.mu.Unlock()
-		if count <= limit/2 {
-			return limit - count
+		if count <= limit/2 && held <= maxBytes/2 {
+			return limit - count, maxBytes - held
 		}
 		select {
 		case <-q.room:
 		case <-ctx.Done():
 		}
 	}
-	return 0
+	return 0, 0
 }
 
 // setLimit changes how many messages may be held.
@@ -143,6 +161,9 @@ func (q *heldQueue) drain() []*held {
 	out := q.waiting
 	q.waiting = nil
 	q.count -= len(out)
+	for _, h := range out {
+		q.bytes -= h.size
+	}
 	return out
 }
 

@@ -15,6 +15,11 @@
 // (--down-until) and count Idempotency-Key values and repeats
 // (--count-keys).
 //
+// In check mode (--check FILE) it reads an archive of JSON lines carrying a
+// "msg_id" and the --ids files that --ids-out wrote, and reports the lines
+// and how many acknowledged ids are there exactly once, missing or repeated
+// (see check.go).
+//
 // Exit codes: 0 when the run completed (non-2xx statuses are reported, not
 // fatal, unless --fail-on-error is given), 1 on a fatal error or when
 // --fail-on-error is set and any request was not 2xx, 2 on a usage error.
@@ -60,6 +65,8 @@ type config struct {
 	receiveAddr  string
 	downUntil    string
 	countKeys    bool
+	checkFile    string
+	checkIDs     []string
 }
 
 // stringsFlag is a repeatable string flag.
@@ -87,7 +94,7 @@ func usageErrorf(format string, args ...any) error {
 // *usageError for invalid values, or the flag package's parse error.
 func parseFlags(args []string, stderr io.Writer) (config, error) {
 	var cfg config
-	var events stringsFlag
+	var events, checkIDs stringsFlag
 	fs := flag.NewFlagSet("relay-load", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.StringVar(&cfg.url, "url", "", "target URL (required in load mode)")
@@ -107,16 +114,28 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs.StringVar(&cfg.receiveAddr, "receive", "", "run a sink endpoint on this address (e.g. 127.0.0.1:0) recording now - received_at of each POSTed body, until --requests POSTs, --duration or a signal")
 	fs.StringVar(&cfg.downUntil, "down-until", "", "receive mode: answer every POST 503 until this file exists")
 	fs.BoolVar(&cfg.countKeys, "count-keys", false, "receive mode: count distinct Idempotency-Key values and repeats")
+	fs.StringVar(&cfg.checkFile, "check", "", "check mode: count the lines of this archive (JSON lines with a msg_id) and how the --ids appear in it")
+	fs.Var(&checkIDs, "ids", "check mode: a file of acknowledged ids, one per line, as --ids-out writes (repeatable)")
 	fs.Usage = func() {
-		fmt.Fprintf(fs.Output(), "usage:\n  relay-load --url URL --secret whsec_... [--events PATH]... (--requests N | --duration D) [--concurrency N] [--rate R] [--json] [--ids-out FILE] [--fail-on-error]\n  relay-load --floor ADDR --secret whsec_... [--floor-fsync FILE]\n  relay-load --receive ADDR [--requests N] [--duration D] [--down-until FILE] [--count-keys] [--json]\n\nflags:\n")
+		fmt.Fprintf(fs.Output(), "usage:\n  relay-load --url URL --secret whsec_... [--events PATH]... (--requests N | --duration D) [--concurrency N] [--rate R] [--json] [--ids-out FILE] [--fail-on-error]\n  relay-load --floor ADDR --secret whsec_... [--floor-fsync FILE]\n  relay-load --receive ADDR [--requests N] [--duration D] [--down-until FILE] [--count-keys] [--json]\n  relay-load --check FILE [--ids FILE]...\n\nflags:\n")
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
 		return cfg, err
 	}
 	cfg.events = events
+	cfg.checkIDs = checkIDs
 	if fs.NArg() > 0 {
 		return cfg, usageErrorf("unexpected arguments %q", fs.Args())
+	}
+	if len(cfg.checkIDs) > 0 && cfg.checkFile == "" {
+		return cfg, usageErrorf("--ids requires --check")
+	}
+	if cfg.checkFile != "" {
+		if cfg.receiveAddr != "" || cfg.floorAddr != "" || cfg.url != "" {
+			return cfg, usageErrorf("--check excludes --receive, --floor and --url")
+		}
+		return cfg, nil
 	}
 	if (cfg.downUntil != "" || cfg.countKeys) && cfg.receiveAddr == "" {
 		return cfg, usageErrorf("--down-until and --count-keys require --receive")
@@ -183,6 +202,13 @@ func run(ctx, abort context.Context, args []string, stdout, stderr io.Writer) in
 			fmt.Fprintf(stderr, "relay-load: %v (see -h)\n", err)
 		}
 		return exitUsage
+	}
+	if cfg.checkFile != "" {
+		if err := runCheck(cfg, stdout); err != nil {
+			fmt.Fprintf(stderr, "relay-load: %v\n", err)
+			return exitFatal
+		}
+		return exitOK
 	}
 	if cfg.receiveAddr != "" {
 		if err := runReceive(ctx, abort, cfg, stdout); err != nil {
