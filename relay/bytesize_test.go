@@ -79,3 +79,23 @@ func TestLoadConfigStorageHistory(t *testing.T) {
 		}
 	}
 }
+
+// FuzzParseByteSize: any text parses to a size or the one error, without a
+// panic, and a size reads back from what String writes.
+func FuzzParseByteSize(f *testing.F) {
+	for _, s := range []string{"10GiB", "512MiB", " 64 KiB ", "1024", "0", "-1", "9223372036854775807", "8TiB", "GiB"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		b, err := ParseByteSize(s)
+		if err != nil {
+			return
+		}
+		if b < 0 {
+			t.Fatalf("%q parsed to a negative size %d", s, b)
+		}
+		if back, err := ParseByteSize(b.String()); err != nil || back != b {
+			t.Fatalf("%q = %d writes as %q, which reads back as %d, %v", s, b, b.String(), back, err)
+		}
+	})
+}

@@ -478,7 +478,7 @@ func (w *worker) complete(h *held, md *jetstream.MsgMetadata, d sinks.Delivery) 
 	}
 	w.release(h)
 	w.delivered.Inc()
-	w.store.recordTrail(w.name, h.msg, d.Attempt, StatusDelivered, "")
+	w.store.recordTrail(w.name, h.msg, md, d.Attempt, StatusDelivered, "")
 	w.forget(md.Sequence.Stream)
 	if w.noteError("") {
 		w.deliveryLog(d).Info("sink recovered")
@@ -512,7 +512,7 @@ func (w *worker) retry(h *held, md *jetstream.MsgMetadata, d sinks.Delivery, pol
 		w.deliveryLog(d).Warn("delivery failed, will retry", "err", err, "retry_in", delay)
 	}
 	w.retried.Inc()
-	w.store.recordTrail(w.name, h.msg, d.Attempt, StatusRetrying, err.Error())
+	w.store.recordTrail(w.name, h.msg, md, d.Attempt, StatusRetrying, err.Error())
 	if err := h.msg.NakWithDelay(delay); err != nil {
 		w.deliveryLog(d).Warn("nak failed; redelivery waits for the ack timeout", "err", err)
 	}
@@ -664,7 +664,7 @@ func (w *worker) deadLetter(h *held, md *jetstream.MsgMetadata, d sinks.Delivery
 	m.Header.Set(hdrFirstAttempt, first.UTC().Format(time.RFC3339Nano))
 	m.Header.Set(hdrLastAttempt, w.now().UTC().Format(time.RFC3339Nano))
 	m.Header.Set(hdrError, oneLine(reason, 2048))
-	m.Header.Set(hdrEventID, strconv.FormatUint(eventIDOf(h.msg), 10))
+	m.Header.Set(hdrEventID, strconv.FormatUint(eventIDOf(h.msg, md), 10))
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	id := fmt.Sprintf("dead:%s:%d", w.name, md.Sequence.Stream)
@@ -677,7 +677,7 @@ func (w *worker) deadLetter(h *held, md *jetstream.MsgMetadata, d sinks.Delivery
 		log.Warn("ack after dead letter failed", "err", err)
 	}
 	w.forget(md.Sequence.Stream)
-	w.store.recordTrail(w.name, h.msg, d.Attempt, StatusDeadLettered, reason)
+	w.store.recordTrail(w.name, h.msg, md, d.Attempt, StatusDeadLettered, reason)
 	w.metrics.Deliveries.WithLabelValues(w.name, "dead_lettered").Inc()
 	log.Error("delivery dead-lettered", "reason", oneLine(reason, 512))
 }

@@ -82,15 +82,15 @@ func parseTrailLine(b []byte) (id uint64, sink string, st SinkTrail, ok bool) {
 }
 
 // eventIDOf is the id of the event msg delivers: a replay's Relay-Event-Id,
-// else msg's own sequence in the events stream.
-func eventIDOf(msg jetstream.Msg) uint64 {
-	if id, err := strconv.ParseUint(msg.Headers().Get(hdrEventID), 10, 64); err == nil {
-		return id
+// else msg's own sequence in the events stream (from md, its metadata, which
+// the worker has parsed already).
+func eventIDOf(msg jetstream.Msg, md *jetstream.MsgMetadata) uint64 {
+	if v := msg.Headers().Get(hdrEventID); v != "" {
+		if id, err := strconv.ParseUint(v, 10, 64); err == nil {
+			return id
+		}
 	}
-	if md, err := msg.Metadata(); err == nil {
-		return md.Sequence.Stream
-	}
-	return 0
+	return md.Sequence.Stream
 }
 
 // recordTrail notes the settled outcome of the attempt at delivering msg to
@@ -99,11 +99,11 @@ func eventIDOf(msg jetstream.Msg) uint64 {
 // attempts to be retried only the 1st, 2nd, 4th, 8th... are recorded, so
 // that a sink down for a day adds a few records per event, not one per
 // retry; the outcome always is.
-func (s *jsStore) recordTrail(sink string, msg jetstream.Msg, attempts int, status, attemptErr string) {
+func (s *jsStore) recordTrail(sink string, msg jetstream.Msg, md *jetstream.MsgMetadata, attempts int, status, attemptErr string) {
 	if s.trailw == nil || (status == StatusRetrying && attempts&(attempts-1) != 0) {
 		return
 	}
-	id := eventIDOf(msg)
+	id := eventIDOf(msg, md)
 	if id == 0 {
 		return
 	}

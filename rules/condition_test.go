@@ -83,3 +83,22 @@ func TestConditionOverRuleEnv(t *testing.T) {
 		t.Errorf("a name of another environment: got %v", err)
 	}
 }
+
+// FuzzCompileCondition: any where expression compiles or is refused with an
+// error, without a panic, and a compiled one evaluates on an empty event.
+func FuzzCompileCondition(f *testing.F) {
+	for _, s := range []string{`event == "transcript.failed"`, `sub_code startsWith "zoom_"`, `attempts > 3 && sink == "a"`, `sub_cod == 1`, `(`, `event`} {
+		f.Add(s)
+	}
+	env, err := NewEnv([]byte(`{"event":"x"}`), Meta{})
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Fuzz(func(t *testing.T, src string) {
+		c, err := CompileCondition(src, filterEnv{})
+		if err != nil {
+			return
+		}
+		_, _ = c.Match(&filterEnv{Env: *env})
+	})
+}
