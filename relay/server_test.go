@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
 	"log/slog"
 	"net/http"
 	"strings"
@@ -134,19 +133,13 @@ func (h *harness) mustAccept(id, body string) {
 // admin calls the admin API and decodes a JSON answer into out (if not nil).
 func (h *harness) admin(method, path string, out any) int {
 	h.t.Helper()
-	req, _ := http.NewRequest(method, "http://"+h.srv.AdminAddr()+path, nil)
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		h.t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	if out != nil && resp.StatusCode/100 == 2 {
-		if err := json.Unmarshal(b, out); err != nil {
-			h.t.Fatalf("%s %s: %v in %q", method, path, err, b)
+	code, body := h.adminRaw(method, path)
+	if out != nil && code/100 == 2 {
+		if err := json.Unmarshal([]byte(body), out); err != nil {
+			h.t.Fatalf("%s %s: %v in %q", method, path, err, body)
 		}
 	}
-	return resp.StatusCode
+	return code
 }
 
 func (h *harness) deadLetters(sink string) []DeadLetter {
