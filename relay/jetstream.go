@@ -352,8 +352,8 @@ func (s *jsStore) consumerNames(ctx context.Context) ([]string, error) {
 // repeat within the dedupe window.
 func (s *jsStore) Append(ctx context.Context, e Event) (bool, error) {
 	if s.seenBefore(e.Source, e.MsgID) {
-		// Accepted before a restart: the events stream's own window
-		// remembers only the events it still holds.
+		// Trimmed from history inside the dedupe window: after a restart
+		// the events stream's own window remembers only what it holds.
 		return true, nil
 	}
 	if !s.admit(ctx, len(e.Body)) {
