@@ -310,6 +310,32 @@ rules:
 EOF
 }
 
+# forward_config FILE DIR SINK_ADDR [http sink extra YAML lines]: a relay
+# (sync 1s) that forwards every event to one http sink.
+forward_config() {
+	cat >"$1" <<EOF
+server:
+  listen: "127.0.0.1:0"
+  admin_listen: "127.0.0.1:0"
+  shutdown_grace: 5s
+storage:
+  dir: $2/jetstream
+  sync: 1s
+sources:
+  recall:
+    secrets: [$SECRET]
+sinks:
+  endpoint:
+    type: http
+    url: http://$3/hook
+${4:-}
+rules:
+  - name: forward-everything
+    when: "true"
+    sinks: [endpoint]
+EOF
+}
+
 # mb KB: kilobytes as megabytes, one decimal.
 mb() { awk -v k="$1" 'BEGIN { printf "%.1f", k / 1024 }'; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a ~ /^[0-9.]+$/ && b ~ /^[0-9.]+$/ && b > 0) printf "%.2f", a / b; else print "n/a" }'; }
@@ -528,29 +554,9 @@ if wants mem; then
 	start_loadtool dead-receiver --receive 127.0.0.1:0
 	dead=$LAST_ADDR
 	stop_proc "$LAST_PID" # now nothing listens there
-	cat >"$dir/relay.yaml" <<EOF
-server:
-  listen: "127.0.0.1:0"
-  admin_listen: "127.0.0.1:0"
-  shutdown_grace: 5s
-storage:
-  dir: $dir/jetstream
-  sync: 1s
-sources:
-  recall:
-    secrets: [$SECRET]
-sinks:
-  endpoint:
-    type: http
-    url: http://$dead/hook
-    retry:
+	forward_config "$dir/relay.yaml" "$dir" "$dead" '    retry:
       max_attempts: 1000
-      max_age: 24h
-rules:
-  - name: forward-everything
-    when: "true"
-    sinks: [endpoint]
-EOF
+      max_age: 24h'
 	start_relay "$name" "$dir/relay.yaml"
 	sleep 1
 	idle_rss=$(vm "$RELAY_PID" VmRSS)
@@ -800,26 +806,7 @@ if wants fault; then
 	start_loadtool fault-receiver --receive 127.0.0.1:0 --down-until "$dir/up" --count-keys --json
 	RECV_PID=$LAST_PID
 	RECV_ADDR=$LAST_ADDR
-	cat >"$dir/relay.yaml" <<EOF
-server:
-  listen: "127.0.0.1:0"
-  admin_listen: "127.0.0.1:0"
-  shutdown_grace: 5s
-storage:
-  dir: $dir/jetstream
-  sync: 1s
-sources:
-  recall:
-    secrets: [$SECRET]
-sinks:
-  endpoint:
-    type: http
-    url: http://$RECV_ADDR/hook
-rules:
-  - name: forward-everything
-    when: "true"
-    sinks: [endpoint]
-EOF
+	forward_config "$dir/relay.yaml" "$dir" "$RECV_ADDR"
 	start_relay "$name" "$dir/relay.yaml"
 	log "fault: $FAULT_EVENTS events at $rate/s over a $FAULT_OUTAGE outage of $RECV_ADDR"
 	load "$name" "http://$RELAY_INGEST/webhooks/recall" --rate "$rate" --concurrency 16 --requests "$FAULT_EVENTS"
