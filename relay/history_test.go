@@ -680,3 +680,23 @@ func TestSinkFloors(t *testing.T) {
 		}
 	}
 }
+
+// TestTrimmedIDsFollowed: an id another relay of the store records as it
+// trims its event inside the dedupe window is a duplicate here too, without
+// a restart (every relay follows RELAY_IDS).
+func TestTrimmedIDsFollowed(t *testing.T) {
+	h := startHarness(t, nil, testServerConfig(t.TempDir(), failuresOnly))
+	trimmed := &storedMsg{Time: time.Now(), Header: nats.Header{
+		nats.MsgIdHdr: []string{"recall:msg_trimmed_elsewhere"},
+		hdrReceivedAt: []string{time.Now().UTC().Format(time.RFC3339Nano)},
+	}}
+	if err := h.srv.store.recordIDs(context.Background(), []*storedMsg{trimmed}); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 10*time.Second, "the recorded id followed", func() bool {
+		return h.srv.store.seenBefore("recall", "msg_trimmed_elsewhere")
+	})
+	if code, answer := h.post("msg_trimmed_elsewhere", sampleBody); code != 200 || !strings.Contains(answer, `"duplicate"`) {
+		t.Errorf("an id trimmed by another relay: %d %s, want 200 duplicate", code, answer)
+	}
+}
