@@ -700,3 +700,36 @@ func TestTrimmedIDsFollowed(t *testing.T) {
 		t.Errorf("an id trimmed by another relay: %d %s, want 200 duplicate", code, answer)
 	}
 }
+
+// TestEvictPastUndelivered: an old event a down sink has not settled holds
+// back trimming by range, yet the delivered events after it still leave
+// history early when the store nears max_bytes (one by one), so ingest
+// goes on; the undelivered event stays.
+func TestEvictPastUndelivered(t *testing.T) {
+	tr := &testRegistry{}
+	a, b := newSwitchSink(true), newSwitchSink(false)
+	tr.set("a", a.send)
+	tr.set("b", b.send)
+	h := startHarness(t, tr, historyServerConfig(t.TempDir(), "  max_bytes: 128KiB", `
+rules:
+  - {name: to-a, when: 'event == "a"', sinks: [a]}
+  - {name: to-b, when: 'event == "b"', sinks: [b]}
+`))
+	h.mustAccept("msg_a", `{"event":"a"}`)
+	for i := range 150 { // about three times what 128 KiB holds
+		id := fmt.Sprintf("msg_b%d", i)
+		if code, answer := h.post(id, padded("b", 2000)); code != 200 {
+			t.Fatalf("%s: %d %s (the store should have given up delivered events)", id, code, answer)
+		}
+		if d := b.rec.wait(t, 10*time.Second); d.MsgID != id {
+			t.Fatalf("b got %s, want %s", d.MsgID, id)
+		}
+	}
+	if n := metricFloat(h, "relay_history_evicted_total"); n <= 0 {
+		t.Errorf("relay_history_evicted_total: %v", n)
+	}
+	var e StoredEvent
+	if code := h.admin("GET", "/api/v1/events/1", &e); code != 200 || e.MsgID != "msg_a" {
+		t.Errorf("the undelivered event: %d %+v", code, e)
+	}
+}
