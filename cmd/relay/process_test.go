@@ -151,6 +151,17 @@ func launchRelay(t *testing.T, cmd *exec.Cmd, dir string, env ...string) (*relay
 	return p, started
 }
 
+// problems is the last n warning and error lines of the relay's log.
+func (p *relayProcess) problems(n int) string {
+	var lines []string
+	for _, l := range strings.Split(p.logs.String(), "\n") {
+		if strings.Contains(l, `"level":"WARN"`) || strings.Contains(l, `"level":"ERROR"`) {
+			lines = append(lines, l)
+		}
+	}
+	return strings.Join(lines[max(0, len(lines)-n):], "\n")
+}
+
 // awaitStart waits for the relay's "relay started" line, failing the test
 // if it exits first or takes over a minute.
 func (p *relayProcess) awaitStart(started <-chan map[string]any) {
