@@ -71,7 +71,11 @@ type timers struct {
 	// known reports whether an expectation is configured now.
 	known func(name string) bool
 
-	cc       jetstream.ConsumeContext
+	cc jetstream.ConsumeContext
+	// mu orders handle's Add before stop's Wait: the consumer may still
+	// hand over a message it had buffered after Stop.
+	mu       sync.Mutex
+	stopping bool
 	inflight sync.WaitGroup
 	slots    chan struct{} // bounds the fired timers handled at once
 	stopCtx  context.Context
@@ -215,7 +219,14 @@ func (t *timers) run(ctx context.Context) error {
 // firedConcurrency at once.
 func (t *timers) handle(msg jetstream.Msg) {
 	t.slots <- struct{}{}
+	t.mu.Lock()
+	if t.stopping {
+		t.mu.Unlock()
+		<-t.slots
+		return // not acknowledged: handed out again after AckWait
+	}
 	t.inflight.Add(1)
+	t.mu.Unlock()
 	go func() {
 		defer func() { <-t.slots; t.inflight.Done() }()
 		t.fire(msg)
@@ -269,6 +280,9 @@ func (t *timers) stop(ctx context.Context) {
 		return
 	}
 	t.cc.Stop()
+	t.mu.Lock()
+	t.stopping = true
+	t.mu.Unlock()
 	done := make(chan struct{})
 	go func() { t.inflight.Wait(); close(done) }()
 	select {
