@@ -78,7 +78,7 @@ type history struct {
 func (s *jsStore) ensureHistory(ctx context.Context, ids, trail jetstream.Stream) error {
 	h := &history{ids: ids, trail: trail}
 	s.history = h
-	s.trailw = newTrailWriter(s.nc)
+	s.trailw = newBatchWriter(s.nc)
 	var next uint64
 	err := s.retrySetup(ctx, "read "+idsStream, func(ctx context.Context) (err error) {
 		next, err = s.loadSeen(ctx) // a new stream's direct gets may have no responder yet

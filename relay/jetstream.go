@@ -63,7 +63,7 @@ type jsStore struct {
 	// history holds the ids and trail streams (history.go); trailw
 	// stores the delivery trail (trail.go).
 	history *history
-	trailw  *trailWriter
+	trailw  *batchWriter
 	// full is set by the store guard while nothing more may be stored;
 	// room is what Append may still add before the guard's next look, and
 	// kick asks for that look early (storeguard.go).

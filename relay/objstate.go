@@ -10,6 +10,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/relay-dev/relay/rules"
@@ -51,7 +52,7 @@ type objTrack struct {
 // *objects tracks nothing.
 type objects struct {
 	kv    jetstream.KeyValue
-	js    jetstream.JetStream // writes to kv without waiting
+	out   *batchWriter // writes to kv a batch at a time; nil: memory only
 	ttl   time.Duration
 	now   func() time.Time
 	log   *slog.Logger
@@ -61,22 +62,16 @@ type objects struct {
 	// complete is true while the cache holds every object of the bucket:
 	// from a load until the first entry is dropped.
 	complete bool
-	pending  map[string]objState // recorded, not yet written
-	wake     chan struct{}       // wakes the writer; closed by stop
-	written  chan struct{}       // closed when the writer is done
-	stopped  chan struct{}       // closed when the watch ends
+	stopped  chan struct{} // closed when the watch ends
 	cancel   context.CancelFunc
 }
 
-// newObjects returns a tracker keeping state for ttl in kv through js;
-// both may be nil (memory only).
-// With js set, it writes until stop.
-func newObjects(js jetstream.JetStream, kv jetstream.KeyValue, ttl time.Duration, now func() time.Time, log *slog.Logger) *objects {
-	o := &objects{js: js, kv: kv, ttl: ttl, now: now, log: log, max: objectCacheMax, cache: make(map[string]objState)}
-	if js != nil {
-		o.pending = make(map[string]objState)
-		o.wake, o.written = make(chan struct{}, 1), make(chan struct{})
-		go o.write()
+// newObjects returns a tracker keeping state for ttl in kv, written through
+// nc; both may be nil (memory only). With nc set, it writes until stop.
+func newObjects(nc *nats.Conn, kv jetstream.KeyValue, ttl time.Duration, now func() time.Time, log *slog.Logger) *objects {
+	o := &objects{kv: kv, ttl: ttl, now: now, log: log, max: objectCacheMax, cache: make(map[string]objState)}
+	if nc != nil {
+		o.out = newBatchWriter(nc)
 	}
 	return o
 }
@@ -183,7 +178,7 @@ func (o *objects) read(ctx context.Context, key string) (objState, bool) {
 }
 
 // record remembers the state annotate decided on, for an accepted event:
-// in the cache at once, in the bucket soon after, by the writer (a crash
+// in the cache at once, in the bucket with the writer's next batch (a crash
 // may lose the last writes; the state is advisory).
 func (o *objects) record(tr objTrack) {
 	if o == nil || tr.key == "" {
@@ -191,39 +186,9 @@ func (o *objects) record(tr objTrack) {
 	}
 	tr.next.Written = o.now().UnixNano()
 	o.merge(tr.key, tr.next)
-	if o.js == nil {
-		return
-	}
-	o.mu.Lock()
-	o.pending[tr.key] = tr.next
-	o.mu.Unlock()
-	select {
-	case o.wake <- struct{}{}:
-	default:
-	}
-}
-
-// write runs until stop, writing the recorded states to the bucket off the
-// request path: each wake-up publishes what was recorded since the last
-// (one write per object, its latest state) without waiting for the
-// store's answers.
-func (o *objects) write() {
-	defer close(o.written)
-	for {
-		_, open := <-o.wake
-		o.mu.Lock()
-		batch := o.pending
-		o.pending = make(map[string]objState, len(batch))
-		o.mu.Unlock()
-		for key, st := range batch {
-			b, _ := json.Marshal(st)
-			if _, err := o.js.PublishAsync("$KV."+objectsBucket+"."+key, b); err != nil {
-				o.log.Debug("object state not written", "key", key, "err", err)
-			}
-		}
-		if !open {
-			return
-		}
+	if o.out != nil {
+		b, _ := json.Marshal(tr.next)
+		o.out.put("$KV."+objectsBucket+"."+tr.key, b)
 	}
 }
 
@@ -304,8 +269,8 @@ func (o *objects) load(ctx context.Context, follow bool) error {
 	}
 }
 
-// stop ends the watch, writes what is left and waits (up to
-// publishTimeout) for the store to confirm the writes.
+// stop ends the watch and writes what is left, waiting (up to
+// publishTimeout) for the store to have it.
 func (o *objects) stop() {
 	if o == nil {
 		return
@@ -314,13 +279,8 @@ func (o *objects) stop() {
 		o.cancel()
 		<-o.stopped
 	}
-	if o.js != nil {
-		close(o.wake)
-		<-o.written
-		select {
-		case <-o.js.PublishAsyncComplete():
-		case <-time.After(publishTimeout):
-		}
+	if o.out != nil {
+		o.out.close()
 	}
 }
 
@@ -355,7 +315,7 @@ func (s *Server) startObjects(ctx context.Context, cfg *Config) error {
 	if err != nil {
 		return err
 	}
-	o := newObjects(s.store.js, kv, ttl, s.opts.Now, s.log)
+	o := newObjects(s.store.nc, kv, ttl, s.opts.Now, s.log)
 	if err := o.load(ctx, cfg.Storage.URL != ""); err != nil {
 		o.stop()
 		return fmt.Errorf("load object state: %w", err)

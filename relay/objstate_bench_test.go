@@ -35,7 +35,7 @@ func benchObjects(b *testing.B) *objects {
 	if err != nil {
 		b.Fatal(err)
 	}
-	o := newObjects(s.js, kv, 168*time.Hour, time.Now, discardLogger())
+	o := newObjects(s.nc, kv, 168*time.Hour, time.Now, discardLogger())
 	if err := o.load(ctx, false); err != nil {
 		b.Fatal(err)
 	}

@@ -6,16 +6,14 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
 // The delivery trail: per event and sink, how its delivery went. A worker
 // records each attempt it settles as one line of the stream RELAY_TRAIL
-// (trailWriter stores the lines a batch at a time), without waiting for the
+// (a batchWriter stores the lines a batch at a time), without waiting for the
 // store: the trail may lag a crash by a moment (the event and its delivery
 // state in the store do not). The
 // records of trailBucket consecutive event ids share one subject,
@@ -108,86 +106,6 @@ func (s *jsStore) recordTrail(sink string, msg jetstream.Msg, md *jetstream.MsgM
 		return
 	}
 	s.trailw.add(trailSubjectOf(id), trailLine(id, sink, status, attempts, time.Now(), attemptErr))
-}
-
-// trailWriter gathers trail records and stores them a batch at a time, one
-// message per subject (trailBucket consecutive events) with a record per
-// line, without waiting for the store: one store write per subject and
-// batch instead of one per delivery.
-type trailWriter struct {
-	nc *nats.Conn
-
-	mu    sync.Mutex
-	lines map[string][]byte // subject -> records, each ending in '\n'
-	size  int
-
-	kick chan struct{}
-	stop chan struct{}
-	done chan struct{}
-}
-
-// Batches are stored every trailFlushEvery, or as soon as trailFlushBytes
-// are waiting.
-const (
-	trailFlushEvery = 50 * time.Millisecond
-	trailFlushBytes = 64 << 10
-)
-
-func newTrailWriter(nc *nats.Conn) *trailWriter {
-	w := &trailWriter{nc: nc, lines: map[string][]byte{}, kick: make(chan struct{}, 1), stop: make(chan struct{}), done: make(chan struct{})}
-	go w.run()
-	return w
-}
-
-func (w *trailWriter) add(subject string, line []byte) {
-	w.mu.Lock()
-	w.lines[subject] = append(append(w.lines[subject], line...), '\n')
-	w.size += len(line) + 1
-	full := w.size >= trailFlushBytes
-	w.mu.Unlock()
-	if full {
-		select {
-		case w.kick <- struct{}{}:
-		default:
-		}
-	}
-}
-
-func (w *trailWriter) run() {
-	defer close(w.done)
-	t := time.NewTicker(trailFlushEvery)
-	defer t.Stop()
-	for {
-		select {
-		case <-w.stop:
-			w.flush()
-			return
-		case <-t.C:
-		case <-w.kick:
-		}
-		w.flush()
-	}
-}
-
-// flush stores what is waiting.
-func (w *trailWriter) flush() {
-	w.mu.Lock()
-	if w.size == 0 {
-		w.mu.Unlock()
-		return
-	}
-	lines := w.lines
-	w.lines, w.size = make(map[string][]byte, len(lines)), 0
-	w.mu.Unlock()
-	for subject, b := range lines {
-		_ = w.nc.Publish(subject, b)
-	}
-}
-
-// close stores what is waiting and stops the writer.
-func (w *trailWriter) close() {
-	close(w.stop)
-	<-w.done
 }
 
 // trails returns the recorded trail of each of ids, per sink: the latest
