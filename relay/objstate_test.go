@@ -107,3 +107,25 @@ rules:
 		t.Errorf("stale after a restart: got %s", d.MsgID)
 	}
 }
+
+func TestKVKeyToken(t *testing.T) {
+	tests := []struct {
+		in   string
+		want bool
+	}{
+		{"950132d0-41f2-4d79-a2f4-2c14525554e4", true},
+		{"rec_1", true},
+		{"a=b", true},
+		{"", false},
+		{"a.b", false},
+		{"a b", false},
+		{"a*", false},
+		{"a>", false},
+		{"é", false},
+	}
+	for _, tt := range tests {
+		if got := kvKeyToken(tt.in); got != tt.want {
+			t.Errorf("kvKeyToken(%q) = %v, want %v", tt.in, got, tt.want)
+		}
+	}
+}
