@@ -181,8 +181,13 @@ func DefaultRetry() RetryPolicy {
 // deliveries held at most 50 ms. See docs/operations.md for how it was
 // chosen.
 func DefaultIngestPriority() IngestPriority {
-	return IngestPriority{BusyAt: 6 * runtime.GOMAXPROCS(0), MaxHold: 50 * time.Millisecond}
+	return IngestPriority{BusyAt: 6 * startProcs, MaxHold: 50 * time.Millisecond}
 }
+
+// startProcs is GOMAXPROCS as the process started: relay serve runs on
+// fewer processors while idle (cmd/relay/procs.go), which must not change
+// a default derived from the CPUs the process may use.
+var startProcs = runtime.GOMAXPROCS(0)
 
 // defaultSinkConcurrency applies when neither the sink's config nor its type
 // says how many deliveries may be in flight.

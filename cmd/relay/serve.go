@@ -55,6 +55,10 @@ func serveCommand() *cobra.Command {
 			signal.Notify(hup, syscall.SIGHUP)
 			defer signal.Stop(hup)
 
+			procsCtx, stopProcs := context.WithCancel(context.Background())
+			defer stopProcs()
+			go adaptProcs(procsCtx, os.Getenv)
+
 			startCtx, cancel := context.WithTimeout(ctx, time.Minute)
 			err = srv.Start(startCtx)
 			cancel()

@@ -1,0 +1,134 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"os"
+	"path/filepath"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+)
+
+func TestProcsNext(t *testing.T) {
+	tests := []struct {
+		name      string
+		one, many bool
+		use       float64
+		calm      int
+		wantOne   bool
+		wantCalm  int
+	}{
+		{"busy on all stays", false, true, 0.9, 0, false, 0},
+		{"idle on all counts a calm look", false, true, 0.1, 3, false, 4},
+		{"the last calm look goes to one", false, true, 0.1, procsCalm - 1, true, 0},
+		{"a busier look starts the count again", false, true, 0.5, procsCalm - 1, false, 0},
+		{"a single core never changes", false, false, 0.0, procsCalm - 1, false, 0},
+		{"one while under procsUp", true, true, procsUp - 0.01, 0, true, 0},
+		{"back to all at procsUp", true, true, procsUp, 0, false, 0},
+		{"back to all in a burst", true, true, 1.0, 0, false, 0},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			one, calm := procsNext(tt.one, tt.many, tt.use, tt.calm)
+			if one != tt.wantOne || calm != tt.wantCalm {
+				t.Errorf("procsNext(%v, %v, %v, %d) = %v, %d; want %v, %d", tt.one, tt.many, tt.use, tt.calm, one, calm, tt.wantOne, tt.wantCalm)
+			}
+		})
+	}
+}
+
+// The band between procsDown and procsUp keeps a steady load from
+// switching back and forth: a load just under procsDown on all processors
+// uses well under procsUp on one.
+func TestProcsBand(t *testing.T) {
+	if procsDown >= procsUp/1.2 {
+		t.Fatalf("procsDown %v too close to procsUp %v", procsDown, procsUp)
+	}
+}
+
+// With GOMAXPROCS in the environment, adaptProcs leaves it alone.
+func TestAdaptProcsHonoursEnvironment(t *testing.T) {
+	before := runtime.GOMAXPROCS(0)
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	adaptProcs(ctx, func(k string) string {
+		if k == "GOMAXPROCS" {
+			return "3"
+		}
+		return ""
+	})
+	if got := runtime.GOMAXPROCS(0); got != before {
+		t.Errorf("GOMAXPROCS %d, want %d", got, before)
+	}
+}
+
+// TestProcessorsFollowLoad runs the real binary: idle, it goes down to one
+// processor; under a burst of webhooks, back to all of them; idle again,
+// down to one.
+func TestProcessorsFollowLoad(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs the real binary")
+	}
+	if runtime.NumCPU() < 2 {
+		t.Skip("one CPU: nothing to adapt")
+	}
+	dir := t.TempDir()
+	config := filepath.Join(dir, "relay.yaml")
+	err := os.WriteFile(config, []byte(fmt.Sprintf(`
+storage:
+  dir: %[1]s/data
+  sync: 1s
+sources:
+  recall:
+    secrets: [%[2]s]
+sinks:
+  archive:
+    type: file
+    path: %[1]s/events.jsonl
+rules:
+  - name: all
+    when: "true"
+    sinks: [archive]
+`, dir, testSecret)), 0o600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := startRelay(t, dir, config)
+	defer p.stop(syscall.SIGTERM, 30*time.Second)
+	procs := func() string { return p.metric("go_sched_gomaxprocs_threads") }
+	eventually(t, 30*time.Second, "one processor while idle", func() bool { return procs() == "1" })
+
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	var sent atomic.Int64
+	for w := range 32 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			client := &http.Client{Timeout: 10 * time.Second}
+			for i := 0; ; i++ {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				body := fmt.Sprintf(`{"event":"bot.done","data":{"bot":{"id":"b%d-%d"}}}`, w, i)
+				if postSigned(client, "http://"+p.ingest+"/webhooks/recall", testSecret, fmt.Sprintf("msg_%d_%d", w, i), body) == nil {
+					sent.Add(1)
+				}
+			}
+		}()
+	}
+	busy := poll(2*time.Minute, func() bool { v := procs(); return v != "" && v != "1" })
+	close(stop)
+	wg.Wait()
+	if !busy {
+		t.Fatalf("still one processor after %d webhooks under load", sent.Load())
+	}
+	eventually(t, 30*time.Second, "one processor once the load stopped", func() bool { return procs() == "1" })
+}
