@@ -55,10 +55,6 @@ func serveCommand() *cobra.Command {
 			signal.Notify(hup, syscall.SIGHUP)
 			defer signal.Stop(hup)
 
-			procsCtx, stopProcs := context.WithCancel(context.Background())
-			defer stopProcs()
-			go adaptProcs(procsCtx, os.Getenv)
-
 			startCtx, cancel := context.WithTimeout(ctx, time.Minute)
 			err = srv.Start(startCtx)
 			cancel()
@@ -66,6 +62,11 @@ func serveCommand() *cobra.Command {
 				log.Error("cannot start", "err", err)
 				return errFailed
 			}
+			// After the start: the embedded server sizes some of its
+			// goroutine pools by GOMAXPROCS as it starts.
+			procsCtx, stopProcs := context.WithCancel(context.Background())
+			defer stopProcs()
+			go adaptProcs(procsCtx, os.Getenv)
 			if watch {
 				stopWatch, err := watchConfig(configPath, func() {
 					log.Info("config file changed; reloading", "path", configPath)
