@@ -91,12 +91,14 @@ func (w *batchWriter) run() {
 
 // flush publishes what is waiting. With confirm, the last message waits
 // (up to publishTimeout) for the store's answer, which comes once the
-// stream has stored it and, in order, every message before it.
+// stream has stored it and, in order, every message before it; not while
+// disconnected (nothing would answer).
 func (w *batchWriter) flush(confirm bool) {
 	w.mu.Lock()
 	msgs := w.msgs
 	w.msgs, w.size = make(map[string][]byte, len(msgs)), 0
 	w.mu.Unlock()
+	confirm = confirm && w.nc.IsConnected()
 	n := 0
 	for subject, b := range msgs {
 		if n++; confirm && n == len(msgs) {
