@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"runtime"
-	"syscall"
 	"time"
 )
 
@@ -13,8 +12,8 @@ import (
 // goroutine is handed work while a processor is idle, the runtime wakes a
 // second thread to look for it: at a steady few hundred events per second
 // most of those wake-ups find nothing, and on a 2-core machine they were
-// about an eighth of the relay's CPU per event (docs/benchmarks.md, "One
-// processor while idle"). adaptProcs therefore runs the relay on one
+// about an eighth of the relay's CPU per event (docs/benchmarks.md, "This
+// stop (2026-12-01): cheaper at a steady rate"). adaptProcs therefore runs the relay on one
 // processor while it uses little CPU, and on all of them again as soon as
 // it uses more than most of one core: a burst waits at most one look
 // (procsEvery) for the second core.
@@ -31,15 +30,6 @@ const (
 	procsDown = 0.4
 	procsCalm = 10
 )
-
-// cpuTime is the CPU time the process has used (user and system).
-func cpuTime() time.Duration {
-	var ru syscall.Rusage
-	if syscall.Getrusage(syscall.RUSAGE_SELF, &ru) != nil {
-		return 0
-	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
-}
 
 // procsNext decides after one look whether to run on one processor: one
 // says whether it does now, many whether there are more to go back to, use
@@ -61,9 +51,9 @@ func procsNext(one, many bool, use float64, calm int) (bool, int) {
 // adaptProcs adjusts GOMAXPROCS every procsEvery until ctx is done, then
 // goes back to the runtime's default (which follows the machine's cores and
 // the container's CPU limit). It does nothing with GOMAXPROCS set in the
-// environment.
+// environment, or where the process cannot read its CPU time.
 func adaptProcs(ctx context.Context, getenv func(string) string) {
-	if getenv("GOMAXPROCS") != "" {
+	if _, ok := cpuTime(); !ok || getenv("GOMAXPROCS") != "" {
 		return
 	}
 	t := time.NewTicker(procsEvery)
@@ -74,13 +64,14 @@ func adaptProcs(ctx context.Context, getenv func(string) string) {
 			runtime.SetDefaultGOMAXPROCS()
 		}
 	}()
-	lastCPU, lastAt := cpuTime(), time.Now()
+	lastCPU, _ := cpuTime()
+	lastAt := time.Now()
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case now := <-t.C:
-			used := cpuTime()
+			used, _ := cpuTime()
 			use := float64(used-lastCPU) / float64(now.Sub(lastAt))
 			lastCPU, lastAt = used, now
 			next, c := procsNext(one, runtime.GOMAXPROCS(0) > 1, use, calm)
