@@ -34,20 +34,11 @@ func postEvent(t *testing.T, ingest, id, body string) (int, string) {
 	return resp.StatusCode, string(b)
 }
 
-// TestDedupeAcrossRestarts: an id accepted, delivered and stopped with
-// SIGTERM or killed with SIGKILL is a duplicate after the restart, and its
-// event is not delivered again; so is an id routed nowhere.
-func TestDedupeAcrossRestarts(t *testing.T) {
-	if testing.Short() {
-		t.Skip("runs the real binary")
-	}
-	for _, how := range []string{"sigterm", "kill"} {
-		t.Run(how, func(t *testing.T) { dedupeAcrossRestart(t, how) })
-	}
-}
-
-func dedupeAcrossRestart(t *testing.T, how string) {
-	dir := t.TempDir()
+// writeArchiveConfig writes dir/relay.yaml: the recall source signed with
+// testSecret and one rule, when, routing to a file sink (dir/archive.jsonl);
+// it returns the config's path.
+func writeArchiveConfig(t *testing.T, dir, when string) string {
+	t.Helper()
 	config := filepath.Join(dir, "relay.yaml")
 	err := os.WriteFile(config, []byte(fmt.Sprintf(`
 storage:
@@ -62,13 +53,31 @@ sinks:
     type: file
     path: %[1]s/archive.jsonl
 rules:
-  - name: done
-    when: event == "recording.done"
+  - name: archive
+    when: %[3]q
     sinks: [archive]
-`, dir, testSecret)), 0o600)
+`, dir, testSecret, when)), 0o600)
 	if err != nil {
 		t.Fatal(err)
 	}
+	return config
+}
+
+// TestDedupeAcrossRestarts: an id accepted, delivered and stopped with
+// SIGTERM or killed with SIGKILL is a duplicate after the restart, and its
+// event is not delivered again; so is an id routed nowhere.
+func TestDedupeAcrossRestarts(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs the real binary")
+	}
+	for _, how := range []string{"sigterm", "kill"} {
+		t.Run(how, func(t *testing.T) { dedupeAcrossRestart(t, how) })
+	}
+}
+
+func dedupeAcrossRestart(t *testing.T, how string) {
+	dir := t.TempDir()
+	config := writeArchiveConfig(t, dir, `event == "recording.done"`)
 	delivered, nowhere := `{"event":"recording.done","data":{}}`, `{"event":"bot.joining_call","data":{}}`
 	archive := filepath.Join(dir, "archive.jsonl")
 

@@ -4,8 +4,6 @@ import (
 	"context"
 	"fmt"
 	"net/http"
-	"os"
-	"path/filepath"
 	"runtime"
 	"sync"
 	"sync/atomic"
@@ -78,26 +76,7 @@ func TestProcessorsFollowLoad(t *testing.T) {
 		t.Skip("one CPU: nothing to adapt")
 	}
 	dir := t.TempDir()
-	config := filepath.Join(dir, "relay.yaml")
-	err := os.WriteFile(config, []byte(fmt.Sprintf(`
-storage:
-  dir: %[1]s/data
-  sync: 1s
-sources:
-  recall:
-    secrets: [%[2]s]
-sinks:
-  archive:
-    type: file
-    path: %[1]s/events.jsonl
-rules:
-  - name: all
-    when: "true"
-    sinks: [archive]
-`, dir, testSecret)), 0o600)
-	if err != nil {
-		t.Fatal(err)
-	}
+	config := writeArchiveConfig(t, dir, "true")
 	p := startRelay(t, dir, config)
 	defer p.stop(syscall.SIGTERM, 30*time.Second)
 	procs := func() string { return p.metric("go_sched_gomaxprocs_threads") }
