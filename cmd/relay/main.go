@@ -51,6 +51,9 @@ func usageErr(format string, args ...any) error {
 var errFailed = &exitError{code: 1, err: errors.New("failed")}
 
 func main() {
+	if len(os.Args) > 1 && os.Args[1] == "serve" {
+		quietSysmon()
+	}
 	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
 }
 
