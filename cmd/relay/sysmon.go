@@ -10,9 +10,9 @@ import "strings"
 // events per second the relay's processor goes idle between nearly every
 // two events, so the monitor was woken for nearly every event and slept in
 // 20 µs steps while the event was handled: three of the relay's five
-// context switches per event and a fifth of its CPU at 1,000 events/s on
-// this project's 2-core VM (docs/benchmarks.md, "This stop (2026-12-01,
-// second)").
+// context switches per event at 1,000 events/s on this project's 2-core
+// VM, and keeping it awake saved about a fifth of the relay's CPU there
+// (docs/benchmarks.md, "This stop (2026-12-01, second)").
 //
 // The runtime keeps the monitor from that deep sleep only while a
 // scheduler trace is on (GODEBUG schedtrace), and reads GODEBUG only as
