@@ -1,7 +1,9 @@
 package relay
 
 import (
+	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -26,6 +28,19 @@ type batchWriter struct {
 	kick chan struct{}
 	stop chan struct{}
 	done chan struct{}
+
+	// Each batch's last message asks the store for an answer at
+	// inbox.<batch number>, which comes once the stream has stored it and,
+	// in order, every message before it. sent is the last batch number
+	// published, last the highest answered (an answer lost in a reconnect
+	// is covered by a later one); answered is signalled at each answer
+	// (for close).
+	flushing sync.Mutex // one flush at a time: batch numbers in publish order
+	inbox    string
+	answers  *nats.Subscription
+	sent     atomic.Uint64
+	last     atomic.Uint64
+	answered chan struct{}
 }
 
 // Batches are published every batchEvery, or as soon as batchBytes are
@@ -36,7 +51,25 @@ const (
 )
 
 func newBatchWriter(nc *nats.Conn) *batchWriter {
-	w := &batchWriter{nc: nc, msgs: map[string][]byte{}, kick: make(chan struct{}, 1), stop: make(chan struct{}), done: make(chan struct{})}
+	w := &batchWriter{nc: nc, msgs: map[string][]byte{}, kick: make(chan struct{}, 1), stop: make(chan struct{}), done: make(chan struct{}), answered: make(chan struct{}, 1)}
+	inbox := nc.NewInbox()
+	// Only a closed connection refuses the subscription; the writer then
+	// publishes without asking for answers, and close does not wait.
+	if sub, err := nc.Subscribe(inbox+".*", func(m *nats.Msg) {
+		n, err := strconv.ParseUint(m.Subject[len(inbox)+1:], 10, 64)
+		if err != nil {
+			return
+		}
+		for {
+			last := w.last.Load()
+			if n <= last || w.last.CompareAndSwap(last, n) {
+				break
+			}
+		}
+		signal(w.answered)
+	}); err == nil {
+		w.inbox, w.answers = inbox, sub
+	}
 	go w.run()
 	return w
 }
@@ -80,38 +113,55 @@ func (w *batchWriter) run() {
 	for {
 		select {
 		case <-w.stop:
-			w.flush(true)
+			w.flush()
 			return
 		case <-t.C:
 		case <-w.kick:
 		}
-		w.flush(false)
+		w.flush()
 	}
 }
 
-// flush publishes what is waiting. With confirm, the last message waits
-// (up to publishTimeout) for the store's answer, which comes once the
-// stream has stored it and, in order, every message before it; not while
-// disconnected (nothing would answer).
-func (w *batchWriter) flush(confirm bool) {
+// flush publishes what is waiting, the last message asking for the
+// store's answer (see inbox).
+func (w *batchWriter) flush() {
+	w.flushing.Lock()
+	defer w.flushing.Unlock()
 	w.mu.Lock()
 	msgs := w.msgs
 	w.msgs, w.size = make(map[string][]byte, len(msgs)), 0
 	w.mu.Unlock()
-	confirm = confirm && w.nc.IsConnected()
 	n := 0
 	for subject, b := range msgs {
-		if n++; confirm && n == len(msgs) {
-			_, _ = w.nc.Request(subject, b, publishTimeout)
-			return
+		if n++; n == len(msgs) && w.inbox != "" {
+			batch := w.sent.Load() + 1
+			if w.nc.PublishMsg(&nats.Msg{Subject: subject, Data: b, Reply: w.inbox + "." + strconv.FormatUint(batch, 10)}) == nil {
+				w.sent.Store(batch)
+			}
+			continue
 		}
 		_ = w.nc.Publish(subject, b)
 	}
 }
 
-// close publishes what is waiting, waits for the store to have it (see
-// flush) and stops the writer.
+// close publishes what is waiting, waits until the store has answered for
+// the last batch published, and so for every one before (a batch a tick
+// published just before close included), up to publishTimeout and not
+// while disconnected (nothing would answer), and stops the writer.
 func (w *batchWriter) close() {
 	close(w.stop)
 	<-w.done
+	if w.answers == nil {
+		return
+	}
+	defer func() { _ = w.answers.Unsubscribe() }()
+	deadline := time.NewTimer(publishTimeout)
+	defer deadline.Stop()
+	for w.last.Load() < w.sent.Load() && w.nc.IsConnected() {
+		select {
+		case <-w.answered:
+		case <-deadline.C:
+			return
+		}
+	}
 }

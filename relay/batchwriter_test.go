@@ -2,6 +2,7 @@ package relay
 
 import (
 	"context"
+	"strconv"
 	"testing"
 	"time"
 
@@ -9,7 +10,8 @@ import (
 )
 
 // TestBatchWriter: within one batch, add accumulates lines and put keeps
-// the latest; close stores what is waiting before it returns.
+// the latest; close returns once the store has every batch, the one
+// waiting and those published before.
 func TestBatchWriter(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -22,8 +24,15 @@ func TestBatchWriter(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// The test's subscriber answers as a stream would: close waits for
+	// the answers.
 	got := make(chan *nats.Msg, 16)
-	sub, err := s.nc.ChanSubscribe("test.batch.>", got)
+	sub, err := s.nc.Subscribe("test.batch.>", func(m *nats.Msg) {
+		got <- m
+		if m.Reply != "" {
+			_ = m.Respond(nil)
+		}
+	})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -35,7 +44,7 @@ func TestBatchWriter(t *testing.T) {
 	w.put("test.batch.state", []byte("old"))
 	w.put("test.batch.state", []byte("new"))
 	want := map[string]string{"test.batch.lines": "one\ntwo\n", "test.batch.state": "new"}
-	for range want {
+	for len(want) > 0 {
 		select {
 		case m := <-got:
 			if string(m.Data) != want[m.Subject] {
@@ -52,13 +61,26 @@ func TestBatchWriter(t *testing.T) {
 	case <-time.After(3 * batchEvery):
 	}
 
+	// Close waits for the store to have what ticks published just before
+	// it (flushed here by hand: the same race), with nothing left waiting.
 	w.put("$KV."+objectsBucket+".k", []byte("latest"))
-	w.close()
-	e, err := kv.Get(ctx, "k")
-	if err != nil {
-		t.Fatalf("after close: %v", err)
+	const ticked = 200
+	for i := range ticked {
+		w.put("$KV."+objectsBucket+".t"+strconv.Itoa(i), []byte("published"))
+		w.flush()
 	}
-	if string(e.Value()) != "latest" {
-		t.Errorf("after close: %q", e.Value())
+	w.close()
+	stored := map[string]string{"k": "latest"}
+	for i := range ticked {
+		stored["t"+strconv.Itoa(i)] = "published"
+	}
+	for key, v := range stored {
+		e, err := kv.Get(ctx, key)
+		if err != nil {
+			t.Fatalf("%s after close: %v", key, err)
+		}
+		if string(e.Value()) != v {
+			t.Errorf("%s after close: %q, want %q", key, e.Value(), v)
+		}
 	}
 }
