@@ -50,7 +50,15 @@ const (
 	batchBytes = 64 << 10
 )
 
+// newBatchWriter returns a writer publishing on nc, running.
 func newBatchWriter(nc *nats.Conn) *batchWriter {
+	w := makeBatchWriter(nc)
+	go w.run()
+	return w
+}
+
+// makeBatchWriter returns a writer whose loop (run) is not started yet.
+func makeBatchWriter(nc *nats.Conn) *batchWriter {
 	w := &batchWriter{nc: nc, msgs: map[string][]byte{}, kick: make(chan struct{}, 1), stop: make(chan struct{}), done: make(chan struct{}), answered: make(chan struct{}, 1)}
 	inbox := nc.NewInbox()
 	// Only a closed connection refuses the subscription; the writer then
@@ -70,7 +78,6 @@ func newBatchWriter(nc *nats.Conn) *batchWriter {
 	}); err == nil {
 		w.inbox, w.answers = inbox, sub
 	}
-	go w.run()
 	return w
 }
 

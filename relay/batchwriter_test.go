@@ -38,11 +38,15 @@ func TestBatchWriter(t *testing.T) {
 	}
 	defer func() { _ = sub.Unsubscribe() }()
 
-	w := newBatchWriter(s.nc)
+	// One batch, flushed by hand before the loop starts: no tick can split
+	// it.
+	w := makeBatchWriter(s.nc)
 	w.add("test.batch.lines", []byte("one"))
 	w.add("test.batch.lines", []byte("two"))
 	w.put("test.batch.state", []byte("old"))
 	w.put("test.batch.state", []byte("new"))
+	w.flush()
+	go w.run()
 	want := map[string]string{"test.batch.lines": "one\ntwo\n", "test.batch.state": "new"}
 	for len(want) > 0 {
 		select {
