@@ -15,10 +15,7 @@ import (
 func TestBatchWriter(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	s, err := openJetStream(ctx, StorageConfig{Dir: t.TempDir(), SyncInterval: time.Second, DedupeWindow: time.Hour}, 1<<20, discardLogger())
-	if err != nil {
-		t.Fatal(err)
-	}
+	s := openTestStore(ctx, t)
 	defer s.close()
 	kv, err := s.openObjects(ctx, time.Hour)
 	if err != nil {

@@ -238,10 +238,7 @@ func TestExpectations(t *testing.T) {
 // relies on.
 func TestExpectationStreamSettings(t *testing.T) {
 	ctx := t.Context()
-	s, err := openJetStream(ctx, StorageConfig{Dir: t.TempDir(), SyncInterval: time.Second, DedupeWindow: time.Hour}, 1<<20, discardLogger())
-	if err != nil {
-		t.Fatal(err)
-	}
+	s := openTestStore(ctx, t)
 	defer s.close()
 	st, err := s.ensureExpectStream(ctx)
 	if err != nil {
@@ -315,10 +312,7 @@ func TestExpectationRemovedByReload(t *testing.T) {
 // (a duplicate) starts them.
 func TestIngestTimerFailureAnswers503(t *testing.T) {
 	ctx := t.Context()
-	s, err := openJetStream(ctx, StorageConfig{Dir: t.TempDir(), SyncInterval: time.Second, DedupeWindow: time.Hour}, 1<<20, discardLogger())
-	if err != nil {
-		t.Fatal(err)
-	}
+	s := openTestStore(ctx, t)
 	stream, err := s.ensureExpectStream(ctx)
 	if err != nil {
 		t.Fatal(err)
@@ -343,10 +337,7 @@ func TestIngestTimerFailureAnswers503(t *testing.T) {
 	if code := post(); code != http.StatusServiceUnavailable || len(store.events) != 1 {
 		t.Fatalf("got %d with %d events stored, want 503 with the event stored", code, len(store.events))
 	}
-	s, err = openJetStream(ctx, StorageConfig{Dir: t.TempDir(), SyncInterval: time.Second, DedupeWindow: time.Hour}, 1<<20, discardLogger())
-	if err != nil {
-		t.Fatal(err)
-	}
+	s = openTestStore(ctx, t)
 	defer s.close()
 	if h.timers.stream, err = s.ensureExpectStream(ctx); err != nil {
 		t.Fatal(err)

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/relay-dev/relay/relay/relaytest"
 	"github.com/relay-dev/relay/sinks"
@@ -104,3 +105,15 @@ var (
 	eventually = relaytest.Eventually
 	poll       = relaytest.Poll
 )
+
+// openTestStore opens an embedded store in a fresh directory with the
+// settings the store-level tests share (sync every second, a one-hour
+// dedupe window, 1 MiB messages); the caller closes it.
+func openTestStore(ctx context.Context, t *testing.T) *jsStore {
+	t.Helper()
+	s, err := openJetStream(ctx, StorageConfig{Dir: t.TempDir(), SyncInterval: time.Second, DedupeWindow: time.Hour}, 1<<20, discardLogger())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}

@@ -17,10 +17,7 @@ import (
 func TestPubAckFastPathOnRealServer(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	s, err := openJetStream(ctx, StorageConfig{Dir: t.TempDir(), SyncInterval: time.Second, DedupeWindow: time.Hour}, 1<<20, discardLogger())
-	if err != nil {
-		t.Fatal(err)
-	}
+	s := openTestStore(ctx, t)
 	defer s.close()
 
 	for _, want := range []struct {

@@ -15,10 +15,7 @@ import (
 func TestKVState(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	store, err := openJetStream(ctx, StorageConfig{Dir: t.TempDir(), SyncInterval: time.Second, DedupeWindow: time.Hour}, 1<<20, discardLogger())
-	if err != nil {
-		t.Fatal(err)
-	}
+	store := openTestStore(ctx, t)
 	defer store.close()
 	st, err := (&kvState{store: store}).open(ctx)
 	if err != nil {
