@@ -80,6 +80,54 @@ func TestGroupSyncContextAndClose(t *testing.T) {
 	}
 }
 
+// TestGroupSyncGathers: a group waits for the writes under way (begun, not
+// yet waited for), until they wait, fail or the bound passes.
+func TestGroupSyncGathers(t *testing.T) {
+	tests := []struct {
+		name   string
+		bound  time.Duration
+		settle func(g *groupSync) // what the begun write does
+		syncs  int                // syncs that answer both callers
+	}{
+		{"the begun write joins the group", time.Minute, func(g *groupSync) {
+			if err := g.waitBegun(context.Background()); err != nil {
+				t.Error(err)
+			}
+		}, 1},
+		{"a failed write lets the group go", time.Minute, func(g *groupSync) { g.end() }, 1},
+		{"the wait is bounded", time.Millisecond, nil, 1},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			g := makeGroupSync(func() error { return nil })
+			g.gatherFor = tt.bound
+			go g.run()
+			defer g.close()
+			g.begin()
+			// The first caller's request, taken by the loop before the
+			// begun write settles: without the gathering it would be
+			// synced alone at once.
+			first := make(chan error, 1)
+			g.reqs <- first
+			eventually(t, 5*time.Second, "the first request taken", func() bool { return len(g.reqs) == 0 })
+			if tt.settle == nil {
+				if err := <-first; err != nil {
+					t.Fatal(err)
+				}
+				g.end()
+				return
+			}
+			tt.settle(g)
+			if err := <-first; err != nil {
+				t.Fatal(err)
+			}
+			if got := g.count(); got != tt.syncs {
+				t.Errorf("%d syncs, want %d", got, tt.syncs)
+			}
+		})
+	}
+}
+
 // waitQueued waits until n requests are queued.
 func waitQueued(t *testing.T, g *groupSync, n int) {
 	t.Helper()

@@ -373,6 +373,9 @@ func (s *jsStore) Append(ctx context.Context, e Event) (bool, error) {
 	if len(e.Route) > 0 {
 		m.Header[hdrRoute] = []string{encodeRoute(e.Route, sinks)}
 	}
+	if s.gsync != nil {
+		s.gsync.begin()
+	}
 	var reply *nats.Msg
 	var err error
 	if _, ok := ctx.Deadline(); ok {
@@ -389,6 +392,9 @@ func (s *jsStore) Append(ctx context.Context, e Event) (bool, error) {
 			return s.synced(ctx, dup)
 		}
 	}
+	if s.gsync != nil {
+		s.gsync.end()
+	}
 	s.failingSince.CompareAndSwap(0, time.Now().UnixNano())
 	return false, fmt.Errorf("%w: %w", ErrStoreUnavailable, err)
 }
@@ -398,7 +404,7 @@ func (s *jsStore) Append(ctx context.Context, e Event) (bool, error) {
 func (s *jsStore) synced(ctx context.Context, dup bool) (bool, error) {
 	if s.gsync != nil {
 		// Also for a duplicate: the first copy may still be unsynced.
-		if err := s.gsync.wait(ctx); err != nil {
+		if err := s.gsync.waitBegun(ctx); err != nil {
 			return false, fmt.Errorf("%w: %w", ErrStoreUnavailable, err)
 		}
 	}
