@@ -133,3 +133,51 @@ func waitQueued(t *testing.T, g *groupSync, n int) {
 	t.Helper()
 	eventually(t, 5*time.Second, strconv.Itoa(n)+" callers queued", func() bool { return len(g.reqs) >= n })
 }
+
+// TestAppendGroupSyncAccounting: with sync: always, every Append announces
+// its write to the group commit and settles it, whether the write is
+// fresh, a duplicate or fails, so that no group waits for a write that
+// will never come.
+func TestAppendGroupSyncAccounting(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	s, err := openJetStream(ctx, StorageConfig{Dir: t.TempDir(), SyncAlways: true, DedupeWindow: time.Hour}, 1<<20, discardLogger())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.close()
+	if s.gsync == nil {
+		t.Fatal("sync: always without the group commit")
+	}
+	const n = 32
+	var wg sync.WaitGroup
+	errs := make(chan error, n+1)
+	for i := range n + 1 {
+		wg.Go(func() {
+			id := "msg_" + strconv.Itoa(i%n) // the last one repeats the first
+			_, err := s.Append(ctx, Event{Source: "recall", MsgID: id, Body: []byte(sampleBody), ReceivedAt: time.Now(), Route: map[string][]string{"a": {"r"}}})
+			errs <- err
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := s.gsync.writing.Load(); got != 0 {
+		t.Errorf("after %d appends, %d writes still counted under way", n+1, got)
+	}
+	if got := s.gsync.count(); got < 1 || got > n+1 {
+		t.Errorf("%d syncs for %d appends", got, n+1)
+	}
+
+	s.nc.Close() // every write from here fails
+	if _, err := s.Append(ctx, Event{Source: "recall", MsgID: "msg_lost", Body: []byte(sampleBody), ReceivedAt: time.Now()}); !errors.Is(err, ErrStoreUnavailable) {
+		t.Fatalf("append on a closed connection: %v, want ErrStoreUnavailable", err)
+	}
+	if got := s.gsync.writing.Load(); got != 0 {
+		t.Errorf("after a failed append, %d writes still counted under way", got)
+	}
+}
