@@ -14,11 +14,11 @@ import (
 // answers it starts after the call, so it covers the write.
 //
 // A group also waits for the writes already under way (begin was called,
-// wait not yet), at most as long as the last sync took (and maxGather): a
-// write that missed the group would wait for the rest of that sync and all
-// of its own, so waiting for it costs the group less than a second sync.
-// Under a steady stream of concurrent appends this makes one sync serve
-// every request in flight instead of a few.
+// wait not yet), at most as long as the last sync took: a write that
+// missed the group would wait for the rest of that sync and all of its
+// own, so waiting for it costs the group less than a second sync. Under a
+// steady stream of concurrent appends this makes one sync serve every
+// request in flight instead of a few.
 type groupSync struct {
 	sync func() error // flushes every completed write to stable storage
 
@@ -53,11 +53,6 @@ func makeGroupSync(syncFn func() error) *groupSync {
 }
 
 var errGroupSyncClosed = errors.New("store closing")
-
-// maxGather caps a group's wait for the writes under way, so that one sync
-// that met a stalled disk does not make the next groups wait as long for a
-// write that is itself stuck.
-const maxGather = 10 * time.Millisecond
 
 // begin records that a write has started whose caller will wait (or
 // call end if the write fails).
@@ -100,7 +95,7 @@ func (g *groupSync) run() {
 				break more
 			}
 		}
-		limit := min(lastSync, maxGather)
+		limit := lastSync
 		if g.gatherFor > 0 {
 			limit = g.gatherFor
 		}
