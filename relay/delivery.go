@@ -133,6 +133,8 @@ type worker struct {
 	loops     sync.WaitGroup
 	stopLoops context.CancelFunc
 	inflight  sync.WaitGroup
+	// idle hands an attempt to an attempter waiting for one (see attempt).
+	idle chan heldAttempt
 	// sendCtx is cancelled when the shutdown grace has run out.
 	sendCtx    context.Context
 	cancelSend context.CancelFunc
@@ -193,6 +195,7 @@ func (w *worker) start(ctx context.Context, concurrency int, bc BreakerConfig) e
 	w.held = newHeldQueue(prefetch(concurrency), heldBytes(w.store.nc.MaxPayload()))
 	w.slots = newSlots(concurrency)
 	w.sendCtx, w.cancelSend = context.WithCancel(context.Background())
+	w.idle = make(chan heldAttempt)
 	cons, err := w.store.ensureConsumer(ctx, consumerConfig(w.name, concurrency, w.ackWait))
 	if err != nil {
 		return fmt.Errorf("consumer for sink %s: %w", w.name, err)
@@ -298,13 +301,43 @@ func (w *worker) dispatch(ctx context.Context) {
 			w.slots.release()
 			return
 		}
-		h := w.held.next()
 		w.inflight.Add(1)
-		go func() {
-			defer w.inflight.Done()
-			defer w.slots.release()
-			w.deliver(h, probe)
-		}()
+		w.attempt(heldAttempt{h: w.held.next(), probe: probe})
+	}
+}
+
+// heldAttempt is an attempt dispatch has started: the message, and whether
+// it is the probe of an open breaker.
+type heldAttempt struct {
+	h     *held
+	probe bool
+}
+
+// attempt hands a to an attempter that is waiting for one, else starts
+// one. An attempter makes its attempt, frees the slot, and waits for the
+// next until the worker stops (sendCtx). Reusing them spares a goroutine's
+// start, and the growth of its stack to what a send needs, per delivery.
+// There are at most about twice the sink's concurrency of them: one is
+// started only when none waits, and each one that does not wait holds a
+// slot or has just freed it.
+func (w *worker) attempt(a heldAttempt) {
+	select {
+	case w.idle <- a:
+	default:
+		go w.attempter(a, w.idle, w.sendCtx.Done())
+	}
+}
+
+func (w *worker) attempter(a heldAttempt, next <-chan heldAttempt, stopped <-chan struct{}) {
+	for {
+		w.deliver(a.h, a.probe)
+		w.slots.release()
+		w.inflight.Done()
+		select {
+		case a = <-next:
+		case <-stopped:
+			return
+		}
 	}
 }
 

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"maps"
 	"net/http"
+	"runtime"
 	"slices"
 	"strings"
 	"sync"
@@ -672,5 +673,71 @@ func TestLongDeliveryIsNotRedelivered(t *testing.T) {
 	case id := <-calls:
 		t.Fatalf("%s delivered again after it succeeded", id)
 	case <-time.After(1500 * time.Millisecond):
+	}
+}
+
+// TestAttemptersReusedAndStopped: a sink's attempts run on goroutines its
+// worker reuses, at most twice its concurrency of them, and none of them
+// is left once the relay has stopped.
+func TestAttemptersReusedAndStopped(t *testing.T) {
+	before := attempters()
+	tr := &testRegistry{}
+	var mu sync.Mutex
+	ran := map[string]bool{} // the goroutines the attempts ran on
+	sent := make(chan struct{}, 100)
+	tr.set("b", func(ctx context.Context, d sinks.Delivery) error {
+		var buf [64]byte
+		id, _, _ := strings.Cut(string(buf[:runtime.Stack(buf[:], false)]), " [") // "goroutine N"
+		mu.Lock()
+		ran[id] = true
+		mu.Unlock()
+		sent <- struct{}{}
+		return nil
+	})
+	yaml := strings.Replace(testServerConfig(t.TempDir(), onlyB), "  b:\n    type: fake\n", "  b:\n    type: fake\n    concurrency: 2\n", 1)
+	srv := startServer(t, tr, yaml)
+	h := newHarness(t, srv)
+	const n = 40
+	for i := range n {
+		h.mustAccept(fmt.Sprintf("msg_r%d", i), sampleBody)
+	}
+	for i := range n {
+		select {
+		case <-sent:
+		case <-time.After(10 * time.Second):
+			t.Fatalf("%d of %d events delivered in 10 s", i, n)
+		}
+	}
+	mu.Lock()
+	if len(ran) > 4 {
+		t.Errorf("%d attempts ran on %d goroutines, want at most 4 (twice the concurrency)", n, len(ran))
+	}
+	mu.Unlock()
+
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := srv.Stop(ctx); err != nil {
+		t.Fatal(err)
+	}
+	// Stop has cancelled the attempters' context; each returns once it
+	// sees that.
+	deadline := time.Now().Add(5 * time.Second)
+	for attempters() > before {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d attempters left 5 s after the relay stopped (%d before it started)", attempters(), before)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// attempters counts the goroutines running worker.attempter.
+func attempters() int {
+	buf := make([]byte, 1<<20)
+	for {
+		n := runtime.Stack(buf, true)
+		if n < len(buf) {
+			return strings.Count(string(buf[:n]), "relay.(*worker).attempter(")
+		}
+		buf = make([]byte, 2*len(buf))
 	}
 }
