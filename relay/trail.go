@@ -3,7 +3,6 @@ package relay
 import (
 	"bytes"
 	"context"
-	"fmt"
 	"strconv"
 	"strings"
 	"time"
@@ -60,7 +59,14 @@ func trailSubjectOf(id uint64) string {
 
 // trailLine is a record: "<id> <sink> <status> <attempts> <unix ns> <error>".
 func trailLine(id uint64, sink, status string, attempts int, at time.Time, errText string) []byte {
-	return fmt.Appendf(nil, "%d %s %s %d %d %s", id, sink, status, attempts, at.UnixNano(), oneLine(errText, 512))
+	errText = oneLine(errText, 512)
+	b := make([]byte, 0, 3*20+len(sink)+len(status)+len(errText)+5)
+	b = strconv.AppendUint(b, id, 10)
+	b = append(append(append(b, ' '), sink...), ' ')
+	b = append(append(b, status...), ' ')
+	b = append(strconv.AppendInt(b, int64(attempts), 10), ' ')
+	b = append(strconv.AppendInt(b, at.UnixNano(), 10), ' ')
+	return append(b, errText...)
 }
 
 // parseTrailLine reads a record.

@@ -57,3 +57,11 @@ func plainName(s string) bool {
 	}
 	return true
 }
+
+// BenchmarkTrailLine: the record a worker writes for every delivery.
+func BenchmarkTrailLine(b *testing.B) {
+	at := time.Now()
+	for b.Loop() {
+		_ = trailLine(123456789, "archive", StatusDelivered, 1, at, "")
+	}
+}
