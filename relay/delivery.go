@@ -86,7 +86,7 @@ const retryBudget = 1000
 // subscribes and unsubscribes an inbox), which is what lets a backlog drain
 // fast (see docs/benchmarks.md, "Cost per event against a peer").
 // heldBytes bounds the memory those messages take.
-func prefetch(concurrency int) int { return max(2*concurrency, 256) }
+func prefetch(concurrency int) int { return max(2*concurrency, 1024) }
 
 // minHeldBytes is the least a worker's held messages may take: what the
 // prefetch took when it was 32 messages of a 1 MiB body each.
