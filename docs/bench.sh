@@ -63,8 +63,10 @@
 #           MEASURE: it lasts FAULT_OUTAGE plus the drain.
 #   peer    (not in the default set; about 10 minutes) the cost per event
 #           against a peer doing the same job: the floor, the relay with
-#           docs/bench/peer-relay.yaml (sync 1s and always) and Benthos
-#           v4.27.0 with docs/bench/peer-benthos.yaml, in interleaved rounds:
+#           docs/bench/peer-relay.yaml (sync 1s and always; and, as the
+#           ceiling, the same with no rules: intake alone, nothing to
+#           deliver) and Benthos v4.27.0 with docs/bench/peer-benthos.yaml,
+#           in interleaved rounds:
 #           accepted/s at concurrency 64 and 16, delivered/s (first request
 #           to last delivery) at 64, CPU per event at a steady PEER_RATE/s,
 #           medians and the ratios docs/benchmarks.md tracks. Benthos is
@@ -78,7 +80,7 @@
 # deployed), RELAY_ENV (extra VAR=value words for relay serve only, e.g.
 # "GOGC=200"), PEER_DURATION (10s), PEER_WARMUP (2s), PEER_ROUNDS_64 (3),
 # PEER_ROUNDS_16 (3), PEER_CPU_ROUNDS (3), PEER_RATE (1000), PEER_SYSTEMS
-# ("floor relay-1s relay-always benthos", a subset for before/after pairs of
+# ("floor relay-1s relay-always relay-intake benthos", a subset for before/after pairs of
 # one build), BENTHOS_CACHE
 # (~/.cache/relay-bench), BENTHOS_BIN (a Benthos v4.27.0 binary), START_TIMEOUT (30 s), DRAIN_TIMEOUT (120 s), KEEP=1 keeps the
 # work directory (logs, reports) and prints its path.
@@ -107,7 +109,7 @@ PEER_ROUNDS_16=${PEER_ROUNDS_16:-3}
 PEER_CPU_ROUNDS=${PEER_CPU_ROUNDS:-3}
 PEER_RATE=${PEER_RATE:-1000}
 BENTHOS_CACHE=${BENTHOS_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/relay-bench}
-PEER_SYSTEMS=${PEER_SYSTEMS:-"floor relay-1s relay-always benthos"}
+PEER_SYSTEMS=${PEER_SYSTEMS:-"floor relay-1s relay-always relay-intake benthos"}
 
 SECRET=whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw # the quick-start demo secret
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -845,6 +847,10 @@ fi
 # docs/bench/peer-relay.yaml with storage.sync 1s and always; the peer is
 # Benthos v4.27.0 running docs/bench/peer-benthos.yaml (no durability, no
 # dedupe); the floor is relay-load --floor (verify + parse, nothing else).
+# relay-intake is the relay at sync 1s with the same config less its rules:
+# every event verified, deduplicated and stored (history keeps it), none
+# routed, so nothing to deliver. It is no peer; it shows how much of the
+# relay's cost is intake, the ceiling for the columns the deliveries share.
 # Columns: accepted/s closed loop at concurrency 64 and 16; delivered/s at
 # 64 = archive lines written from the first request until the relay's
 # relay_pending_deliveries reads 0 again (Benthos: until its archive stops
@@ -905,9 +911,10 @@ wait_port() {
 	die "$1 did not listen on $3 within ${START_TIMEOUT}s"
 }
 
-# peer_start SYS NAME: starts SYS (floor, relay-1s, relay-always, benthos)
+# peer_start SYS NAME: starts SYS (floor, relay-1s, relay-always,
+# relay-intake, benthos)
 # with its receiver in a fresh directory WORK/NAME; sets P_PID, P_URL,
-# P_ADMIN (relay only), P_FILE (the archive; none for the floor) and
+# P_ADMIN (relay only), P_FILE (the archive; none for the floor or relay-intake) and
 # P_RECV (the receiver's pid, or empty).
 peer_start() {
 	local sys=$1 name=$2 dir=$WORK/$2 addr
@@ -932,9 +939,17 @@ peer_start() {
 		P_URL=http://$addr/webhooks/recall
 		return 0
 	fi
-	local saved_env=$RELAY_ENV
-	RELAY_ENV="$RELAY_ENV RELAY_BENCH_SECRET=$SECRET RELAY_BENCH_DATA=$dir RELAY_BENCH_RECV=http://$LAST_ADDR/hook RELAY_BENCH_SYNC=${sys#relay-}"
-	start_relay "$name" "$ROOT/docs/bench/peer-relay.yaml"
+	local saved_env=$RELAY_ENV config=$ROOT/docs/bench/peer-relay.yaml sync=${sys#relay-}
+	if [[ $sys == relay-intake ]]; then
+		# The same config less its rules: nothing is routed or archived.
+		config=$dir/peer-intake.yaml
+		sed '/^rules:/,$d' "$ROOT/docs/bench/peer-relay.yaml" >"$config"
+		echo 'rules: []' >>"$config"
+		sync=1s
+		P_FILE=""
+	fi
+	RELAY_ENV="$RELAY_ENV RELAY_BENCH_SECRET=$SECRET RELAY_BENCH_DATA=$dir RELAY_BENCH_RECV=http://$LAST_ADDR/hook RELAY_BENCH_SYNC=$sync"
+	start_relay "$name" "$config"
 	RELAY_ENV=$saved_env
 	P_PID=$RELAY_PID
 	P_URL=http://$RELAY_INGEST/webhooks/recall
@@ -1043,7 +1058,7 @@ PEER_CHECKS=()
 if wants peer; then
 	command -v python3 >/dev/null || die "MEASURE=peer needs python3 (to find free ports)"
 	for sys in $PEER_SYSTEMS; do
-		[[ " floor relay-1s relay-always benthos " == *" $sys "* ]] || die "PEER_SYSTEMS: unknown system $sys"
+		[[ " floor relay-1s relay-always relay-intake benthos " == *" $sys "* ]] || die "PEER_SYSTEMS: unknown system $sys"
 	done
 	[[ " $PEER_SYSTEMS " == *" benthos "* ]] && BENTHOS=${BENTHOS_BIN:-$(benthos_bin)}
 	CLK_TCK=$(getconf CLK_TCK)
@@ -1177,6 +1192,7 @@ if ((${#PEER_ROUND_ROWS[@]})); then
 	echo "| verify floor (svix verify + parse, nothing else) | $(pm floor-a64) | – | $(pm floor-a16) | $(pm floor-cpu) µs |"
 	echo "| relay \`sync: 1s\` | $(pm relay-1s-a64) ($(ratio "$(pm relay-1s-a64)" "$(pm floor-a64)")×) | $(pm relay-1s-d64) | $(pm relay-1s-a16) ($(ratio "$(pm relay-1s-a16)" "$(pm floor-a16)")×) | $(pm relay-1s-cpu) µs |"
 	echo "| relay \`sync: always\` | $(pm relay-always-a64) | $(pm relay-always-d64) | $(pm relay-always-a16) | – |"
+	echo "| relay \`sync: 1s\`, no rules (intake alone, nothing delivered; not a peer) | $(pm relay-intake-a64) ($(ratio "$(pm relay-intake-a64)" "$(pm floor-a64)")×) | – | $(pm relay-intake-a16) ($(ratio "$(pm relay-intake-a16)" "$(pm floor-a16)")×) | $(pm relay-intake-cpu) µs |"
 	echo "| Benthos v4.27.0 | $(pm benthos-a64) | $(pm benthos-d64) | $(pm benthos-a16) | $(pm benthos-cpu) µs |"
 	echo
 	# verdict RATIO OP BAR: the ratio and whether it meets the bar.
