@@ -61,7 +61,7 @@
 #           endpoint got, the time from recovery to the last delivery, dead
 #           letters and the relay's peak RSS (VmHWM). Not in the default
 #           MEASURE: it lasts FAULT_OUTAGE plus the drain.
-#   peer    (not in the default set; about 10 minutes) the cost per event
+#   peer    (not in the default set; about 11 minutes) the cost per event
 #           against a peer doing the same job: the floor, the relay with
 #           docs/bench/peer-relay.yaml (sync 1s and always; and, as the
 #           ceiling, the same with no rules: intake alone, nothing to
