@@ -32,7 +32,8 @@ import (
 // flusher finds open groups in the state, so after a restart (or when the
 // relay that opened a group is gone) another flusher posts them. Posting is
 // claimed in the state first (flushingAt), so two flushers do not both post
-// one group.
+// one group; a flusher taking over a claim whose first post was never
+// recorded adopts the message if Slack has it (see claim.go).
 
 // Group defaults and bounds.
 const (
@@ -273,6 +274,20 @@ func (s *Sink) flushGroup(ctx context.Context, st sinks.State, key string) error
 	if !g.FlushingAt.IsZero() && now.Sub(g.FlushingAt) < flushLockTTL {
 		return nil
 	}
+	if !g.FlushingAt.IsZero() && g.TS == "" {
+		// The flusher that claimed the first post stopped: Slack may have
+		// the message. Adopted, it is updated below to show every member.
+		ts, _, found, err := s.findOrphan(ctx, "group message", g.Channel, claim{key, g.FlushingAt})
+		if err != nil {
+			return err
+		}
+		if found {
+			g.TS, g.Shown, g.FlushedAt = ts, 0, time.Time{}
+			if g.Channel == "" {
+				g.Channel = s.knownChannel()
+			}
+		}
+	}
 	switch {
 	case g.TS == "" && now.Sub(g.Opened) < s.groupWait:
 		return nil
@@ -289,6 +304,9 @@ func (s *Sink) flushGroup(ctx context.Context, st sinks.State, key string) error
 	}
 	// Claim the group, post or update, then record what was shown.
 	g.FlushingAt = now
+	if g.TS == "" && g.Channel == "" {
+		g.Channel = s.knownChannel() // for a flusher taking over (claim.go)
+	}
 	if _, err := st.Update(ctx, key, stateJSON(g), rev); errors.Is(err, sinks.ErrStateConflict) {
 		return nil // a member joined or another flusher claimed it
 	} else if err != nil {
@@ -297,7 +315,7 @@ func (s *Sink) flushGroup(ctx context.Context, st sinks.State, key string) error
 	msg := groupMessage(g)
 	channel, ts := g.Channel, g.TS
 	if ts == "" {
-		channel, ts, err = s.post(ctx, "post", msg, "")
+		channel, ts, err = s.post(ctx, "post", msg, "", claim{key, g.FlushingAt}.option(""))
 	} else {
 		err = s.update(ctx, channel, ts, msg)
 	}

@@ -14,10 +14,14 @@ import (
 // groupSink builds a group_by sink on f and st.
 func groupSink(t *testing.T, f *slacktest.Server, st sinks.State, wait, interval time.Duration) *Sink {
 	t.Helper()
-	env := sinks.Env{
-		CompileString: testCompile,
-		State:         func(context.Context) (sinks.State, error) { return st, nil },
-	}
+	return groupSinkWith(t, f, st, wait, interval, sinks.Env{})
+}
+
+// groupSinkWith is groupSink with env's clock and logger.
+func groupSinkWith(t *testing.T, f *slacktest.Server, st sinks.State, wait, interval time.Duration, env sinks.Env) *Sink {
+	t.Helper()
+	env.CompileString = testCompile
+	env.State = func(context.Context) (sinks.State, error) { return st, nil }
 	sk, err := New("oncall-slack", map[string]any{
 		"token": "xoxb-group", "channel": "#oncall", "api_url": f.APIURL(), "rate": "",
 		"group_by": []any{"event", "sub_code"}, "group_wait": wait, "group_interval": interval,

@@ -35,6 +35,7 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	goslack "github.com/slack-go/slack"
@@ -102,7 +103,8 @@ type Sink struct {
 	api      *goslack.Client
 	token    string // secret
 	channel  string
-	endpoint string // api_url + "chat.postMessage", for messages
+	endpoint string                 // api_url + "chat.postMessage", for messages
+	chanID   atomic.Pointer[string] // the channel's ID, once known (see knownChannel)
 
 	tmpl    *sinks.Template
 	sim     *previewSim // what Preview showed so far
@@ -169,6 +171,9 @@ func New(name string, options map[string]any, env sinks.Env) (sinks.Sink, error)
 		s.channel = strings.TrimSpace(o.Channel)
 		if s.channel == "" {
 			errs = append(errs, errors.New("channel: required with token"))
+		}
+		if channelID.MatchString(s.channel) {
+			s.learnChannel(s.channel)
 		}
 	}
 
@@ -373,11 +378,11 @@ func (s *Sink) postWebhook(ctx context.Context, msg payload) error {
 // post sends msg with chat.postMessage, in the thread of threadTS when set
 // (kind "reply", else "post"), after its turn under the channel's pacing.
 // It returns the channel ID and the message's ts.
-func (s *Sink) post(ctx context.Context, kind string, msg payload, threadTS string) (channel, ts string, err error) {
+func (s *Sink) post(ctx context.Context, kind string, msg payload, threadTS string, extra ...goslack.MsgOption) (channel, ts string, err error) {
 	if err := s.pacer.wait(ctx, s.now); err != nil {
 		return "", "", err
 	}
-	opts := msgOptions(msg)
+	opts := append(msgOptions(msg), extra...)
 	if threadTS != "" {
 		opts = append(opts, goslack.MsgOptionTS(threadTS))
 	}
@@ -389,6 +394,7 @@ func (s *Sink) post(ctx context.Context, kind string, msg payload, threadTS stri
 	if err != nil {
 		return "", "", sinks.Redact(s.classifyAPI("chat.postMessage", err), s.token)
 	}
+	s.learnChannel(channel)
 	s.count("slack_messages", s.name, kind)
 	return channel, ts, nil
 }
@@ -550,7 +556,7 @@ func (s *Sink) previewCall(method string, msg payload) (sinks.Preview, error) {
 	p := sinks.Preview{Kind: "slack", Headers: map[string]string{"Content-Type": "application/json"}}
 	if s.api != nil {
 		msg.Channel = s.channel
-		p.Request = http.MethodPost + " " + strings.TrimSuffix(s.endpoint, "chat.postMessage") + method
+		p.Request = http.MethodPost + " " + s.apiMethod(method)
 		p.Headers["Authorization"] = "Bearer " + sinks.Secret(s.token).String()
 	} else {
 		p.Request = http.MethodPost + " " + s.webhookTo

@@ -25,7 +25,8 @@ import (
 // entry with no ts is a lock: the relay that created it is posting the
 // parent; others wait for it (a retryable error) unless it is older than
 // parentLockTTL, when the poster is taken to have died and the lock is taken
-// over.
+// over: by adopting the parent the poster had posted, if Slack has it (see
+// claim.go), else by posting the parent anew.
 
 // parentLockTTL is how long a thread's parent may be "being posted" before
 // another relay takes over.
@@ -40,7 +41,8 @@ type threadState struct {
 	// TS is the parent message's timestamp, "" while it is being posted.
 	TS string `json:"ts,omitempty"`
 	// Channel is the channel ID Slack answered with (chat.update wants the
-	// ID, the config may name the channel).
+	// ID, the config may name the channel). A lock holds it when the
+	// poster knew it, for a relay taking over to look for the parent.
 	Channel string `json:"channel,omitempty"`
 	// LockedAt is when the parent's posting started.
 	LockedAt time.Time `json:"locked_at"`
@@ -175,7 +177,7 @@ func (s *Sink) state(ctx context.Context) (sinks.State, error) {
 // loadThread reads the key's thread, or takes the lock to post its parent:
 // a returned state without TS is locked by this call at rev.
 func (s *Sink) loadThread(ctx context.Context, st sinks.State, skey, key string) (threadState, uint64, error) {
-	lock := threadState{Key: key, LockedAt: s.now().UTC()}
+	lock := threadState{Key: key, LockedAt: s.now().UTC(), Channel: s.knownChannel()}
 	raw, rev, err := st.Get(ctx, skey)
 	switch {
 	case errors.Is(err, sinks.ErrStateNotFound):
@@ -202,7 +204,13 @@ func (s *Sink) loadThread(ctx context.Context, st sinks.State, skey, key string)
 	if !t.LockedAt.IsZero() && s.now().Sub(t.LockedAt) < parentLockTTL {
 		return threadState{}, 0, errParentPending
 	}
-	// The relay posting the parent gave up or died: take over.
+	// The relay posting the parent gave up or died. Slack may have its
+	// parent: adopt it, or take the lock over to post one.
+	if !t.LockedAt.IsZero() {
+		if adopted, arev, ok, err := s.adoptParent(ctx, st, skey, key, t, rev); err != nil || ok {
+			return adopted, arev, err
+		}
+	}
 	lock.Objects = t.Objects
 	rev, err = st.Update(ctx, skey, stateJSON(lock), rev)
 	if errors.Is(err, sinks.ErrStateConflict) {
@@ -214,6 +222,30 @@ func (s *Sink) loadThread(ctx context.Context, st sinks.State, skey, key string)
 	return lock, rev, nil
 }
 
+// adoptParent looks in Slack for the parent posted under t, a lock whose
+// poster stopped, and records it as the key's parent at rev. ok is false
+// when Slack has none (or cannot be asked, see findOrphan).
+func (s *Sink) adoptParent(ctx context.Context, st sinks.State, skey, key string, t threadState, rev uint64) (_ threadState, _ uint64, ok bool, _ error) {
+	ts, msgID, found, err := s.findOrphan(ctx, "thread parent", t.Channel, claim{skey, t.LockedAt})
+	if err != nil || !found {
+		return threadState{}, 0, false, err
+	}
+	t.TS, t.LockedAt, t.Key = ts, time.Time{}, key
+	if t.Channel == "" {
+		t.Channel = s.knownChannel()
+	}
+	t.remember(msgID) // its event, redelivered, updates the parent without a reply
+	rev, err = st.Update(ctx, skey, stateJSON(t), rev)
+	if errors.Is(err, sinks.ErrStateConflict) {
+		err = errParentPending // another relay took the key over
+	}
+	if err != nil {
+		return threadState{}, 0, false, err
+	}
+	s.log.Info("slack thread parent adopted from a relay that stopped while posting it", "sink", s.name, "ts", ts)
+	return t, rev, true, nil
+}
+
 // errParentPending asks the relay to retry: another delivery is posting
 // the thread's parent.
 var errParentPending = sinks.RetryAfter(errors.New("slack thread_by: the thread's parent message is being posted"), time.Second)
@@ -222,7 +254,7 @@ var errParentPending = sinks.RetryAfter(errors.New("slack thread_by: the thread'
 func (s *Sink) postParent(ctx context.Context, st sinks.State, skey string, t threadState, rev uint64, d sinks.Delivery) error {
 	t.add(d)
 	t.remember(d.MsgID)
-	channel, ts, err := s.post(ctx, "post", parentMessage(t), "")
+	channel, ts, err := s.post(ctx, "post", parentMessage(t), "", claim{skey, t.LockedAt}.option(d.MsgID))
 	if err != nil {
 		// Release the lock so that the retry (or another relay) posts.
 		_ = st.Delete(context.WithoutCancel(ctx), skey, rev)
