@@ -17,24 +17,28 @@ func TestProcsNext(t *testing.T) {
 		name      string
 		one, many bool
 		use       float64
+		waiting   bool
 		calm      int
 		wantOne   bool
 		wantCalm  int
 	}{
-		{"busy on all stays", false, true, 0.9, 0, false, 0},
-		{"idle on all counts a calm look", false, true, 0.1, 3, false, 4},
-		{"the last calm look goes to one", false, true, 0.1, procsCalm - 1, true, 0},
-		{"a busier look starts the count again", false, true, 0.5, procsCalm - 1, false, 0},
-		{"a single core never changes", false, false, 0.0, procsCalm - 1, false, 0},
-		{"one while under procsUp", true, true, procsUp - 0.01, 0, true, 0},
-		{"back to all at procsUp", true, true, procsUp, 0, false, 0},
-		{"back to all in a burst", true, true, 1.0, 0, false, 0},
+		{"busy on all stays", false, true, 0.9, false, 0, false, 0},
+		{"idle on all counts a calm look", false, true, 0.1, false, 3, false, 4},
+		{"the last calm look goes to one", false, true, 0.1, false, procsCalm - 1, true, 0},
+		{"a busier look starts the count again", false, true, 0.5, false, procsCalm - 1, false, 0},
+		{"goroutines waiting start the count again", false, true, 0.1, true, procsCalm - 1, false, 0},
+		{"a single core never changes", false, false, 0.0, false, procsCalm - 1, false, 0},
+		{"a single core never changes, waiting", false, false, 0.0, true, 0, false, 0},
+		{"one while under procsUp", true, true, procsUp - 0.01, false, 0, true, 0},
+		{"back to all at procsUp", true, true, procsUp, false, 0, false, 0},
+		{"back to all in a burst", true, true, 1.0, false, 0, false, 0},
+		{"back to all when starved: little CPU, goroutines waiting", true, true, 0.35, true, 0, false, 0},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			one, calm := procsNext(tt.one, tt.many, tt.use, tt.calm)
+			one, calm := procsNext(tt.one, tt.many, tt.use, tt.waiting, tt.calm)
 			if one != tt.wantOne || calm != tt.wantCalm {
-				t.Errorf("procsNext(%v, %v, %v, %d) = %v, %d; want %v, %d", tt.one, tt.many, tt.use, tt.calm, one, calm, tt.wantOne, tt.wantCalm)
+				t.Errorf("procsNext(%v, %v, %v, %v, %d) = %v, %d; want %v, %d", tt.one, tt.many, tt.use, tt.waiting, tt.calm, one, calm, tt.wantOne, tt.wantCalm)
 			}
 		})
 	}
@@ -110,4 +114,24 @@ func TestProcessorsFollowLoad(t *testing.T) {
 		t.Fatalf("still one processor after %d webhooks under load", sent.Load())
 	}
 	eventually(t, 30*time.Second, "one processor once the load stopped", func() bool { return procs() == "1" })
+}
+
+// schedWaits sees goroutines that wait their turn on one processor.
+func TestSchedWaits(t *testing.T) {
+	prev := runtime.GOMAXPROCS(1)
+	defer runtime.GOMAXPROCS(prev)
+	w := newSchedWaits()
+	// 256 goroutines that each compute for half a millisecond on the one
+	// processor: most wait far longer than procsWaitLong for their turn.
+	var wg sync.WaitGroup
+	for range 256 {
+		wg.Go(func() {
+			for start := time.Now(); time.Since(start) < 500*time.Microsecond; {
+			}
+		})
+	}
+	wg.Wait()
+	if !w.waiting() {
+		t.Error("256 goroutines queued on one processor: not seen waiting")
+	}
 }
