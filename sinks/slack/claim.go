@@ -60,12 +60,18 @@ func (c claim) option(msgID string) goslack.MsgOption {
 	return goslack.MsgOptionMetadata(goslack.SlackMetadata{EventType: claimEventType, EventPayload: payload})
 }
 
+// posted is a message Slack took under a claim: where it is and the event
+// that posted it.
+type posted struct {
+	ts, channel, msgID string
+}
+
 // findClaimed looks in channel's recent history for the message posted
-// under c. found is false when there is none: the poster stopped before
-// Slack took its message. msgID is the event that posted it.
-func (s *Sink) findClaimed(ctx context.Context, channel string, c claim) (ts, msgID string, found bool, err error) {
+// under c; nil when there is none (the poster stopped before Slack took its
+// message).
+func (s *Sink) findClaimed(ctx context.Context, channel string, c claim) (*posted, error) {
 	if channel == "" {
-		return "", "", false, errors.New("the channel's ID is not known yet (it is learnt from Slack's answer to a post, or given as channel)")
+		return nil, errors.New("the channel's ID is not known yet (it is learnt from Slack's answer to a post, or given as channel)")
 	}
 	params := &goslack.GetConversationHistoryParameters{
 		ChannelID: channel, Limit: claimPageSize, IncludeAllMetadata: true,
@@ -75,43 +81,41 @@ func (s *Sink) findClaimed(ctx context.Context, channel string, c claim) (ts, ms
 	for range claimSearchPages {
 		att := &sinks.HTTPAttempt{Method: http.MethodPost, Target: s.apiMethod("conversations.history"), Timeout: s.timeout}
 		page, err := s.api.GetConversationHistoryContext(att.Context(ctx), params)
-		if te, ok := att.TimedOut(ctx, err); ok {
-			return "", "", false, sinks.Redact(fmt.Errorf("slack conversations.history: %w", te), s.token)
-		}
-		if err != nil {
-			return "", "", false, sinks.Redact(s.classifyAPI("conversations.history", err), s.token)
+		if err := s.apiError(ctx, att, "conversations.history", err); err != nil {
+			return nil, err
 		}
 		for _, m := range page.Messages {
 			md := m.Metadata
 			if md.EventType == claimEventType && md.EventPayload["key"] == c.key && md.EventPayload["claim"] == want {
 				id, _ := md.EventPayload["msg_id"].(string)
-				return m.Timestamp, id, true, nil
+				return &posted{ts: m.Timestamp, channel: channel, msgID: id}, nil
 			}
 		}
 		if !page.HasMore || page.ResponseMetaData.NextCursor == "" {
-			return "", "", false, nil
+			return nil, nil
 		}
 		params.Cursor = page.ResponseMetaData.NextCursor
 	}
-	return "", "", false, nil
+	return nil, nil
 }
 
-// findOrphan is findClaimed for a relay taking over c. A lookup that
-// cannot succeed (a missing scope, the channel's ID unknown) is logged and
-// reported as not found: the caller posts anew. Any other failure (Slack
-// unavailable, a rate limit) is returned, for the caller to try again
-// later rather than post a second message.
-func (s *Sink) findOrphan(ctx context.Context, what, channel string, c claim) (ts, msgID string, found bool, err error) {
+// findOrphan is findClaimed for a relay taking over c, in channel or, ""
+// there, the one this relay knows. A lookup that cannot succeed (a missing
+// scope, the channel's ID unknown) is logged and reported as nothing found:
+// the caller posts anew. Any other failure (Slack unavailable, a rate
+// limit) is returned, for the caller to try again later rather than post a
+// second message.
+func (s *Sink) findOrphan(ctx context.Context, what, channel string, c claim) (*posted, error) {
 	if channel == "" {
 		channel = s.knownChannel()
 	}
-	ts, msgID, found, err = s.findClaimed(ctx, channel, c)
+	p, err := s.findClaimed(ctx, channel, c)
 	if err != nil && (channel == "" || sinks.IsPermanent(err)) {
 		s.log.Warn("slack: could not look for the message of a relay that stopped while posting it; posting it again",
 			"sink", s.name, "what", what, "err", err)
-		return "", "", false, nil
+		return nil, nil
 	}
-	return ts, msgID, found, err
+	return p, err
 }
 
 // slackTime is t as a Slack timestamp ("1700000000.000100").

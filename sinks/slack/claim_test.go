@@ -50,19 +50,22 @@ func logTo(sk *Sink) *relaytest.LockedBuffer {
 func logger(w io.Writer) *slog.Logger { return slog.New(slog.NewTextHandler(w, nil)) }
 
 // answerHistory makes f answer conversations.history with the Slack error
-// code, when code is not "".
-func answerHistory(f *slacktest.Server, code string) {
+// code, when code is not "", and counts those answers.
+func answerHistory(f *slacktest.Server, code string) *atomic.Int32 {
+	var refused atomic.Int32
 	if code == "" {
-		return
+		return &refused
 	}
 	f.FailWith(func(c slacktest.Call, w http.ResponseWriter) bool {
 		if c.Method != "conversations.history" {
 			return false
 		}
+		refused.Add(1)
 		w.Header().Set("Content-Type", "application/json")
 		fmt.Fprintf(w, `{"ok":false,"error":%q}`, code)
 		return true
 	})
+	return &refused
 }
 
 // TestThreadParentOfAStoppedRelay: a relay that posted a thread's parent
@@ -245,11 +248,13 @@ func TestGroupMessageOfAStoppedFlusher(t *testing.T) {
 	for _, tc := range []struct {
 		name    string
 		history string
+		outage  bool // history fails for a while (a transient error), then works
 		posts   int
 		updates int
 	}{
 		{name: "adopted", posts: 1, updates: 1},
 		{name: "no history scope", history: "missing_scope", posts: 2, updates: 0},
+		{name: "Slack unavailable, then back", history: "internal_error", outage: true, posts: 1, updates: 1},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			f := slacktest.New(t)
@@ -289,10 +294,19 @@ func TestGroupMessageOfAStoppedFlusher(t *testing.T) {
 			}
 
 			// Another flusher, once the claim expired.
-			answerHistory(f, tc.history)
+			refused := answerHistory(f, tc.history)
 			clk.Add(flushLockTTL + time.Second)
 			log := &relaytest.LockedBuffer{}
-			groupSinkWith(t, f, mem, wait, interval, sinks.Env{Now: clk.Now, Logger: logger(log)})
+			b := groupSinkWith(t, f, mem, wait, interval, sinks.Env{Now: clk.Now, Logger: logger(log)})
+			if tc.outage {
+				// The flusher tries again rather than post a second message.
+				waitFor(t, "two looks refused", func() bool { return refused.Load() >= 2 })
+				if calls := f.Calls(); len(calls) != 1 {
+					t.Fatalf("calls while Slack's history failed: %v, want only the stopped flusher's post", calls)
+				}
+				f.FailWith(nil)
+				b.wakeFlusher()
+			}
 			var g groupState
 			waitFor(t, "the group recorded", func() bool {
 				raw, _, err := mem.Get(context.Background(), key)
@@ -319,7 +333,7 @@ func TestGroupMessageOfAStoppedFlusher(t *testing.T) {
 			if g.Shown != 4 {
 				t.Errorf("group recorded with %d shown, want 4", g.Shown)
 			}
-			if tc.history != "" && !strings.Contains(log.String(), tc.history) {
+			if tc.history != "" && !tc.outage && !strings.Contains(log.String(), tc.history) {
 				t.Errorf("log lacks %q:\n%s", tc.history, log)
 			}
 		})

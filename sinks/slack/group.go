@@ -277,15 +277,12 @@ func (s *Sink) flushGroup(ctx context.Context, st sinks.State, key string) error
 	if !g.FlushingAt.IsZero() && g.TS == "" {
 		// The flusher that claimed the first post stopped: Slack may have
 		// the message. Adopted, it is updated below to show every member.
-		ts, _, found, err := s.findOrphan(ctx, "group message", g.Channel, claim{key, g.FlushingAt})
+		p, err := s.findOrphan(ctx, "group message", g.Channel, claim{key, g.FlushingAt})
 		if err != nil {
 			return err
 		}
-		if found {
-			g.TS, g.Shown, g.FlushedAt = ts, 0, time.Time{}
-			if g.Channel == "" {
-				g.Channel = s.knownChannel()
-			}
+		if p != nil {
+			g.TS, g.Channel, g.Shown, g.FlushedAt = p.ts, p.channel, 0, time.Time{}
 		}
 	}
 	switch {

@@ -388,11 +388,8 @@ func (s *Sink) post(ctx context.Context, kind string, msg payload, threadTS stri
 	}
 	att := &sinks.HTTPAttempt{Method: http.MethodPost, Target: s.endpoint, Timeout: s.timeout}
 	channel, ts, err = s.api.PostMessageContext(att.Context(ctx), s.channel, opts...)
-	if te, ok := att.TimedOut(ctx, err); ok {
-		return "", "", sinks.Redact(fmt.Errorf("slack chat.postMessage: %w", te), s.token)
-	}
-	if err != nil {
-		return "", "", sinks.Redact(s.classifyAPI("chat.postMessage", err), s.token)
+	if err := s.apiError(ctx, att, "chat.postMessage", err); err != nil {
+		return "", "", err
 	}
 	s.learnChannel(channel)
 	s.count("slack_messages", s.name, kind)
@@ -410,11 +407,8 @@ func (s *Sink) update(ctx context.Context, channel, ts string, msg payload) erro
 	}
 	att := &sinks.HTTPAttempt{Method: http.MethodPost, Target: s.endpoint, Timeout: s.timeout}
 	_, _, _, err := s.api.UpdateMessageContext(att.Context(ctx), channel, ts, msgOptions(msg)...)
-	if te, ok := att.TimedOut(ctx, err); ok {
-		return sinks.Redact(fmt.Errorf("slack chat.update: %w", te), s.token)
-	}
-	if err != nil {
-		return sinks.Redact(s.classifyAPI("chat.update", err), s.token)
+	if err := s.apiError(ctx, att, "chat.update", err); err != nil {
+		return err
 	}
 	s.count("slack_messages", s.name, "update")
 	return nil
@@ -493,6 +487,19 @@ var permanentAPIErrors = map[string]bool{
 // rateLimitedWait is the wait asked of the relay when the API reports
 // "ratelimited" in its body rather than with a 429 and a Retry-After.
 const rateLimitedWait = time.Second
+
+// apiError is the error of the Web API call att made to method, nil for
+// none: the attempt's timeout described, or the error classified; the token
+// redacted either way.
+func (s *Sink) apiError(ctx context.Context, att *sinks.HTTPAttempt, method string, err error) error {
+	if te, ok := att.TimedOut(ctx, err); ok {
+		return sinks.Redact(fmt.Errorf("slack %s: %w", method, te), s.token)
+	}
+	if err != nil {
+		return sinks.Redact(s.classifyAPI(method, err), s.token)
+	}
+	return nil
+}
 
 // classifyAPI classifies the error of a call to method; a rate limit also
 // holds the channel's pacing for the Retry-After.

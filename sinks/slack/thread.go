@@ -226,15 +226,12 @@ func (s *Sink) loadThread(ctx context.Context, st sinks.State, skey, key string)
 // poster stopped, and records it as the key's parent at rev. ok is false
 // when Slack has none (or cannot be asked, see findOrphan).
 func (s *Sink) adoptParent(ctx context.Context, st sinks.State, skey, key string, t threadState, rev uint64) (_ threadState, _ uint64, ok bool, _ error) {
-	ts, msgID, found, err := s.findOrphan(ctx, "thread parent", t.Channel, claim{skey, t.LockedAt})
-	if err != nil || !found {
+	p, err := s.findOrphan(ctx, "thread parent", t.Channel, claim{skey, t.LockedAt})
+	if p == nil || err != nil {
 		return threadState{}, 0, false, err
 	}
-	t.TS, t.LockedAt, t.Key = ts, time.Time{}, key
-	if t.Channel == "" {
-		t.Channel = s.knownChannel()
-	}
-	t.remember(msgID) // its event, redelivered, updates the parent without a reply
+	t.TS, t.Channel, t.LockedAt, t.Key = p.ts, p.channel, time.Time{}, key
+	t.remember(p.msgID) // its event, redelivered, updates the parent without a reply
 	rev, err = st.Update(ctx, skey, stateJSON(t), rev)
 	if errors.Is(err, sinks.ErrStateConflict) {
 		err = errParentPending // another relay took the key over
@@ -242,7 +239,7 @@ func (s *Sink) adoptParent(ctx context.Context, st sinks.State, skey, key string
 	if err != nil {
 		return threadState{}, 0, false, err
 	}
-	s.log.Info("slack thread parent adopted from a relay that stopped while posting it", "sink", s.name, "ts", ts)
+	s.log.Info("slack thread parent adopted from a relay that stopped while posting it", "sink", s.name, "ts", p.ts)
 	return t, rev, true, nil
 }
 
