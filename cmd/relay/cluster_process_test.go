@@ -19,6 +19,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/relay-dev/relay/relay/relaytest"
 	"github.com/relay-dev/relay/sinks/slack/slacktest"
 )
 
@@ -384,7 +385,31 @@ func TestClusterFaultUnderLoad(t *testing.T) {
 	// The NATS node's streams and consumers elect new leaders first: seconds
 	// on an idle machine, far longer on CI's two cores with every package's
 	// tests running at once.
-	eventually(t, 120*time.Second, "deliveries going on through the other relays", func() bool { return received.len() >= atKill+500 })
+	// Deliveries go on: 500 more reach the receiver, or the sinks' consumers
+	// have a leader again and nothing left to deliver or to settle (after
+	// the kills the ingest may have little left to add, and the events
+	// relay 1 held are delivered again once their ack wait runs out).
+	var lastLook time.Time
+	goingOn := func() bool {
+		if received.len() >= atKill+500 {
+			return true
+		}
+		if time.Since(lastLook) < time.Second {
+			return false
+		}
+		lastLook = time.Now()
+		return consumersSettled(nodes, "relay-sink-api", "relay-sink-archive")
+	}
+	if !relaytest.Poll(120*time.Second, goingOn) {
+		// Say where the deliveries stopped before failing: the consumers
+		// as the cluster sees them, and each live relay's workers.
+		t.Logf("received %d, %d after the kills", received.len(), received.len()-atKill)
+		t.Logf("consumers:\n%s", consumerStates(nodes, "relay-sink-api", "relay-sink-archive"))
+		for i, p := range relays[1:] {
+			t.Logf("relay %d:\n%s", i+2, p.deliveryState())
+		}
+		t.Fatal("timed out after 2m0s waiting for deliveries going on through the other relays")
+	}
 	// Relay 1 restarts while the NATS node is still down, then the node.
 	restarting := time.Now()
 	relays[0] = startRelay(t, dirs[0], "relay.yaml")
@@ -440,4 +465,64 @@ func checkDelivered(t *testing.T, acked []string, received *idSet, dirs []string
 	}
 	t.Fatalf("%d of %d acknowledged events never reached the HTTP receiver (e.g. %v), %d never reached a file sink (e.g. %v)\n%s",
 		len(missHTTP), len(acked), first(missHTTP), len(missFile), first(missFile), logs.String())
+}
+
+// consumerInfos asks any live node of the cluster for the named consumers
+// of RELAY_EVENTS; a consumer's entry holds its info or why there is none.
+func consumerInfos(nodes []*natsNode, names ...string) ([]*jetstream.ConsumerInfo, []error) {
+	infos, errs := make([]*jetstream.ConsumerInfo, len(names)), make([]error, len(names))
+	nc, err := nats.Connect(clusterURL(nodes), nats.Timeout(5*time.Second))
+	if err == nil {
+		defer nc.Close()
+	}
+	var js jetstream.JetStream
+	if err == nil {
+		js, err = jetstream.New(nc)
+	}
+	for i, name := range names {
+		if err != nil {
+			errs[i] = err
+			continue
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		c, cerr := js.Consumer(ctx, "RELAY_EVENTS", name)
+		if cerr == nil {
+			infos[i], cerr = c.Info(ctx)
+		}
+		cancel()
+		errs[i] = cerr
+	}
+	return infos, errs
+}
+
+// consumersSettled reports whether each named consumer of RELAY_EVENTS has
+// a leader that answers and no message pending or awaiting its ack.
+func consumersSettled(nodes []*natsNode, names ...string) bool {
+	infos, errs := consumerInfos(nodes, names...)
+	for i, info := range infos {
+		if errs[i] != nil || info.Cluster == nil || info.Cluster.Leader == "" || info.NumPending != 0 || info.NumAckPending != 0 {
+			return false
+		}
+	}
+	return true
+}
+
+// consumerStates describes the named consumers of RELAY_EVENTS as any live
+// node of the cluster answers, for a failure message.
+func consumerStates(nodes []*natsNode, names ...string) string {
+	infos, errs := consumerInfos(nodes, names...)
+	var b strings.Builder
+	for i, info := range infos {
+		if errs[i] != nil {
+			fmt.Fprintf(&b, "  %s: %v\n", names[i], errs[i])
+			continue
+		}
+		leader := ""
+		if info.Cluster != nil {
+			leader = info.Cluster.Leader
+		}
+		fmt.Fprintf(&b, "  %s: leader %q, pending %d, ack pending %d, waiting pulls %d, redelivered %d, delivered %d, ack floor %d\n",
+			names[i], leader, info.NumPending, info.NumAckPending, info.NumWaiting, info.NumRedelivered, info.Delivered.Stream, info.AckFloor.Stream)
+	}
+	return b.String()
 }

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -160,6 +161,37 @@ func (p *relayProcess) problems(n int) string {
 		}
 	}
 	return strings.Join(lines[max(0, len(lines)-n):], "\n")
+}
+
+// deliveryState is what the relay's admin API says about its deliveries,
+// for a failure message: its relay_ metrics other than histograms, and the
+// goroutines of its sinks' workers (grouped by stack).
+func (p *relayProcess) deliveryState() string {
+	client := &http.Client{Timeout: 10 * time.Second}
+	get := func(path string) string {
+		resp, err := client.Get("http://" + p.admin + path)
+		if err != nil {
+			return err.Error()
+		}
+		defer resp.Body.Close()
+		body, err := io.ReadAll(io.LimitReader(resp.Body, 4<<20))
+		if err != nil {
+			return err.Error()
+		}
+		return string(body)
+	}
+	var b strings.Builder
+	for _, l := range strings.Split(get("/metrics"), "\n") {
+		if strings.HasPrefix(l, "relay_") && !strings.Contains(l, "_bucket") {
+			b.WriteString("  " + l + "\n")
+		}
+	}
+	for _, g := range strings.Split(get("/debug/pprof/goroutine?debug=1"), "\n\n") {
+		if strings.Contains(g, "relay.(*worker)") {
+			b.WriteString(g + "\n\n")
+		}
+	}
+	return b.String()
 }
 
 // awaitStart waits for the relay's "relay started" line, failing the test
